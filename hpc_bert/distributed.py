@@ -1,0 +1,131 @@
+"""Process-group setup and the stop flag: all the trainer knows about its environment.
+
+Rank, world size and master address come from torch.distributed's variables (torchrun)
+or, when absent, from SLURM's (srun, one task per GPU). The trainer sees no other SLURM
+detail: a stop flag set by signals, and an optional allocation deadline
+(``HPC_BERT_ALLOCATION_END``, unix seconds) that the launcher exports.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+# Exit status that asks the launcher to requeue the job (EX_TEMPFAIL).
+EXIT_REQUEUE = 75
+DEADLINE_ENV = "HPC_BERT_ALLOCATION_END"
+
+SIGNAL_REASONS = {signal.SIGUSR2: "timeout", signal.SIGTERM: "preempted", signal.SIGINT: "signal"}
+
+
+@dataclass
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    master_addr: str
+    master_port: int
+
+
+def _first_host(nodelist: str) -> str:
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
+                             text=True, timeout=30, check=True).stdout.split()
+        if out:
+            return out[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return nodelist.split(",")[0].split("[")[0]
+
+
+def detect_env() -> DistEnv:
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return DistEnv(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)),
+                       env.get("MASTER_ADDR", "127.0.0.1"), int(env.get("MASTER_PORT", 29500)))
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env and "SLURM_STEP_ID" in env:
+        job = int(env.get("SLURM_JOB_ID", "0") or 0)
+        return DistEnv(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)),
+                       env.get("MASTER_ADDR") or _first_host(env.get("SLURM_STEP_NODELIST",
+                                                                     env.get("SLURM_JOB_NODELIST", "127.0.0.1"))),
+                       int(env.get("MASTER_PORT", 20000 + job % 20000)))
+    return DistEnv(0, 1, 0, "127.0.0.1", int(env.get("MASTER_PORT", 29500)))
+
+
+def init_distributed(denv: DistEnv) -> str:
+    """Start the process group (DeepSpeed's comm wrapper); returns the device string."""
+    os.environ.update(RANK=str(denv.rank), WORLD_SIZE=str(denv.world_size), LOCAL_RANK=str(denv.local_rank),
+                      MASTER_ADDR=denv.master_addr, MASTER_PORT=str(denv.master_port))
+    import deepspeed
+    if torch.cuda.is_available():
+        torch.cuda.set_device(denv.local_rank % torch.cuda.device_count())
+        backend, device = "nccl", f"cuda:{torch.cuda.current_device()}"
+    else:
+        backend, device = "gloo", "cpu"
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+    return device
+
+
+def all_agree_max(values: list[float], device: str) -> list[float]:
+    """Element-wise max over ranks: the stop flag and the clock every rank acts on."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def all_sum(values: list[float], device: str) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+class StopFlag:
+    """Signals only record that a stop was asked for; the training loop acts on it.
+
+    A DeepSpeed save is collective, so saving from one rank's handler would deadlock; the
+    loop instead agrees on the flag at the next step boundary and saves on every rank.
+    A second signal while saving only sets the flag again.
+    """
+
+    CODES = {0: None, 1: "signal", 2: "preempted", 3: "timeout"}
+
+    def __init__(self):
+        self.code = 0
+        self.signum: int | None = None
+        self._previous = {}
+
+    def _handle(self, signum, _frame):
+        self.signum = signum
+        self.code = max(self.code, {"signal": 1, "preempted": 2, "timeout": 3}[SIGNAL_REASONS[signum]])
+
+    def install(self) -> "StopFlag":
+        for s in SIGNAL_REASONS:
+            self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+
+    @staticmethod
+    def reason(code: float) -> str | None:
+        return StopFlag.CODES[int(code)]
+
+
+def allocation_end() -> float | None:
+    raw = os.environ.get(DEADLINE_ENV, "").strip()
+    try:
+        return float(raw) if raw else None
+    except ValueError:
+        return None

@@ -1,0 +1,81 @@
+"""Observability: RUN_DIR/metrics.jsonl, TensorBoard scalars and a tqdm budget bar.
+
+Only rank 0 writes. Every event carries step, elapsed_s, progress, lr, loss (when known)
+and the wall time, so a run split over allocations reads as one timeline.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+METRICS = "metrics.jsonl"
+
+
+class EventLog:
+    def __init__(self, run_dir: str, enabled: bool, budget_s: float, tensorboard: bool = True,
+                 progress_bar: bool = True):
+        self.enabled = enabled
+        self.budget_s = budget_s
+        self._fh = None
+        self._tb = None
+        self._bar = None
+        if not enabled:
+            return
+        os.makedirs(run_dir, exist_ok=True)
+        self._fh = open(os.path.join(run_dir, METRICS), "a", buffering=1)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self._tb = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+            except ImportError:  # tensorboard is optional at run time
+                self._tb = None
+        if progress_bar and sys.stderr.isatty():
+            from tqdm import tqdm
+            self._bar = tqdm(total=1000, desc="budget", unit="‰", dynamic_ncols=True)
+
+    def emit(self, event: str, step: int, elapsed_s: float, **fields) -> None:
+        if not self.enabled:
+            return
+        record = {"event": event, "step": step, "elapsed_s": round(elapsed_s, 6),
+                  "progress": round(elapsed_s / self.budget_s, 9), "wall": time.time(), **fields}
+        self._fh.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            hours = elapsed_s / 3600.0
+            for key in ("loss", "lr", "samples_per_s", "val_loss"):
+                if record.get(key) is not None:
+                    self._tb.add_scalar(f"{key}/by_step", record[key], step)
+                    # TensorBoard's x axis must be an int: budget time in milli-hours
+                    self._tb.add_scalar(f"{key}/by_budget_millihours", record[key], int(hours * 1000))
+            self._tb.add_scalar("progress", record["progress"], step)
+        if self._bar is not None:
+            self._bar.n = min(1000, int(record["progress"] * 1000))
+            if record.get("loss") is not None:
+                self._bar.set_postfix(loss=f"{record['loss']:.3f}", step=step, refresh=False)
+            self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._tb is not None:
+            self._tb.flush()
+            self._tb.close()
+        if self._fh is not None:
+            self._fh.close()
+
+
+def read_events(run_dir: str) -> list[dict]:
+    path = os.path.join(run_dir, METRICS)
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue  # a line torn by a crash
+    return out

@@ -1,0 +1,199 @@
+"""results.json files -> one GLUE table per run dir (Markdown + CSV), one row per checkpoint.
+
+Protocol (Izsak et al. 2021, following common practice): for each checkpoint and task, take
+the median over seeds of every hyper-parameter setting (learning rate, batch size), pick the
+setting with the best median, and report that median. The GLUE average is the mean of the
+table's columns — MNLI-m and MNLI-mm count as two, as in BERT's table — leaving out WNLI by
+default. Rows are sorted by budget fraction, so the table reads as quality against budget.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import statistics
+import sys
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from hpc_bert.errors import UserError
+from hpc_bert.glue.grid import GLUE_SUBDIR, budget_fraction, checkpoint_sort_key, format_lr
+from hpc_bert.glue.tasks import DEFAULT_EXCLUDED_FROM_AVERAGE, TASK_ORDER, TASKS
+
+MARKDOWN_FILE = "glue_results.md"
+CSV_FILE = "glue_results.csv"
+
+
+@dataclass
+class TaskResult:
+    """The chosen setting of one task for one checkpoint."""
+    task: str
+    learning_rate: float
+    batch_size: int | None
+    seeds: list[int]
+    score: float                      # median main score at the chosen setting
+    columns: dict[str, float]         # median table columns, e.g. {'MNLI-m': .., 'MNLI-mm': ..}
+    extras: dict[str, float]          # median secondary metrics, e.g. {'MRPC accuracy': ..}
+    candidates: list[tuple[float, int | None, float, int]] = field(default_factory=list)  # lr, bs, median, n
+
+
+@dataclass
+class CheckpointRow:
+    checkpoint: str
+    budget_fraction: float | None
+    tasks: dict[str, TaskResult]
+    average: float | None
+    averaged_columns: list[str]
+
+
+def collect(run_dir: str) -> list[dict]:
+    """Every readable results.json under RUN_DIR/glue/<checkpoint>/<task>/<run>/ (or, given the
+    glue folder itself, under it). Unreadable files are reported and skipped: one crashed run
+    must not hide the rest of the table."""
+    root = os.path.join(run_dir, GLUE_SUBDIR)
+    if not os.path.isdir(root):
+        if not os.path.isdir(run_dir):
+            raise UserError(f"{run_dir} does not exist: pass the run dir whose {GLUE_SUBDIR}/ folder holds results")
+        root = run_dir
+    records = []
+    for path in sorted(glob.glob(os.path.join(root, "*", "*", "*", "results.json"))):
+        checkpoint = os.path.relpath(path, root).split(os.sep)[0]
+        try:
+            with open(path) as fh:
+                rec = json.load(fh)
+            if rec.get("task") not in TASKS:
+                raise ValueError(f"unknown task {rec.get('task')!r}")
+        except (OSError, ValueError) as e:
+            print(f"hpc_bert: note: skipping {path} ({e})", file=sys.stderr)
+            continue
+        if rec.get("score") is None:
+            print(f"hpc_bert: note: skipping {path} (no evaluation score)", file=sys.stderr)
+            continue
+        rec["_checkpoint"] = checkpoint
+        records.append(rec)
+    if not records:
+        raise UserError(f"no results.json with scores under {root}/<checkpoint>/<task>/<run>/: run the GLUE "
+                        "grid first (python -m hpc_bert.glue run CONFIG --run_dir RUN_DIR)")
+    return records
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def choose_setting(task: str, records: Sequence[dict]) -> TaskResult:
+    """Median over seeds per (lr, batch size); the best median wins (ties: smaller lr)."""
+    groups: dict[tuple[float, int | None], list[dict]] = {}
+    for rec in records:
+        key = (float(rec["learning_rate"]), rec.get("per_device_train_batch_size"))
+        groups.setdefault(key, []).append(rec)
+    candidates = [(lr, bs, _median([r["score"] for r in recs]), len(recs)) for (lr, bs), recs in groups.items()]
+    candidates.sort(key=lambda c: (c[0], c[1] or 0))
+    lr, bs, score, _n = max(candidates, key=lambda c: (c[2], -c[0], -(c[1] or 0)))
+    chosen = groups[(lr, bs)]
+    spec = TASKS[task]
+    columns = {c.label: _median([r["scores"][c.label] for r in chosen if c.label in r.get("scores", {})])
+               for c in spec.columns if any(c.label in r.get("scores", {}) for r in chosen)}
+    extras = {}
+    for split in spec.splits:
+        for metric in spec.extra_metrics:
+            values = [r["metrics"][split][metric] for r in chosen if metric in r.get("metrics", {}).get(split, {})]
+            if values:
+                extras[f"{spec.name} {metric}"] = _median(values)
+    return TaskResult(task, lr, bs, sorted(int(r["seed"]) for r in chosen), score, columns, extras, candidates)
+
+
+def summarize(records: Sequence[dict], exclude: Sequence[str] = DEFAULT_EXCLUDED_FROM_AVERAGE) -> list[CheckpointRow]:
+    by_ckpt: dict[str, dict[str, list[dict]]] = {}
+    for rec in records:
+        by_ckpt.setdefault(rec["_checkpoint"], {}).setdefault(rec["task"], []).append(rec)
+    rows = []
+    for name in sorted(by_ckpt, key=checkpoint_sort_key):
+        tasks = {t: choose_setting(t, recs) for t, recs in sorted(by_ckpt[name].items(),
+                                                                  key=lambda kv: TASK_ORDER.index(kv[0]))}
+        cols = {label: v for t, res in tasks.items() if t not in exclude for label, v in res.columns.items()}
+        average = sum(cols.values()) / len(cols) if cols else None
+        rows.append(CheckpointRow(name, budget_fraction(name), tasks, average, list(cols)))
+    return rows
+
+
+def table_columns(rows: Sequence[CheckpointRow]) -> list[str]:
+    present = {label for row in rows for res in row.tasks.values() for label in res.columns}
+    return [c.label for t in TASK_ORDER for c in TASKS[t].columns if c.label in present]
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "" if value is None else f"{100 * value:.{digits}f}"
+
+
+def render_markdown(rows: Sequence[CheckpointRow], run_dir: str, exclude: Sequence[str]) -> str:
+    columns = table_columns(rows)
+    avg_cols = [c for c in columns if all(c not in [x.label for x in TASKS[t].columns] for t in exclude)]
+    lines = [f"# GLUE results: {run_dir}", "",
+             "Dev-set scores x100. Per task and checkpoint: median over seeds for each learning rate "
+             "(and batch size), then the best of those medians (Izsak et al. 2021). CoLA: Matthews "
+             "corr.; STS-B: Spearman; MRPC, QQP: F1; others: accuracy. "
+             f"GLUE avg: mean of {len(avg_cols)} column(s)"
+             + (f", {', '.join(exclude)} left out as is common" if exclude else "") + ".", ""]
+    head = ["checkpoint", "budget"] + columns + ["GLUE avg"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(columns) + 1)) + "|")
+    for row in rows:
+        values = {label: v for res in row.tasks.values() for label, v in res.columns.items()}
+        avg = _pct(row.average)
+        if row.average is not None and len(row.averaged_columns) < len(avg_cols):
+            avg += f" ({len(row.averaged_columns)}/{len(avg_cols)})"  # a partial average says so
+        budget = "" if row.budget_fraction is None else f"{row.budget_fraction:g}"
+        lines.append("| " + " | ".join([row.checkpoint, budget] + [_pct(values.get(c)) for c in columns] + [avg]) + " |")
+    lines += ["", "## Chosen settings", "",
+              "| checkpoint | task | lr | batch | seeds | median score | every setting: lr/batch median (n) | other metrics |",
+              "|---|---|---:|---:|---|---:|---|---|"]
+    for row in rows:
+        for task, res in row.tasks.items():
+            every = "; ".join(f"{format_lr(lr)}/{bs if bs is not None else '-'} {_pct(m)} ({n})"
+                              for lr, bs, m, n in res.candidates)
+            extras = ", ".join(f"{k.split(' ', 1)[1]} {_pct(v)}" for k, v in res.extras.items())
+            lines.append(f"| {row.checkpoint} | {task} | {format_lr(res.learning_rate)} | "
+                         f"{res.batch_size if res.batch_size is not None else ''} | "
+                         f"{','.join(map(str, res.seeds))} | {_pct(res.score, 2)} | {every} | {extras} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: Sequence[CheckpointRow], path: str) -> None:
+    columns = table_columns(rows)
+    tasks = [t for t in TASK_ORDER if any(t in row.tasks for row in rows)]
+    extra_keys = sorted({k for row in rows for res in row.tasks.values() for k in res.extras})
+    header = (["checkpoint", "budget_fraction"] + columns + ["glue_avg", "glue_avg_columns"] + extra_keys
+              + [f"{t} {what}" for t in tasks for what in ("lr", "batch_size", "seeds")])
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for row in rows:
+            values = {label: v for res in row.tasks.values() for label, v in res.columns.items()}
+            extras = {k: v for res in row.tasks.values() for k, v in res.extras.items()}
+            line = [row.checkpoint, "" if row.budget_fraction is None else f"{row.budget_fraction:g}"]
+            line += [_pct(values.get(c), 3) for c in columns]
+            line += [_pct(row.average, 3), len(row.averaged_columns)]
+            line += [_pct(extras.get(k), 3) for k in extra_keys]
+            for t in tasks:
+                res = row.tasks.get(t)
+                line += ([format_lr(res.learning_rate), res.batch_size or "", " ".join(map(str, res.seeds))]
+                         if res else ["", "", ""])
+            writer.writerow(line)
+
+
+def aggregate(run_dir: str, exclude: Sequence[str] = DEFAULT_EXCLUDED_FROM_AVERAGE,
+              out_dir: str | None = None) -> tuple[list[CheckpointRow], str, str]:
+    rows = summarize(collect(run_dir), exclude)
+    out_dir = out_dir or run_dir
+    os.makedirs(out_dir, exist_ok=True)
+    md_path, csv_path = os.path.join(out_dir, MARKDOWN_FILE), os.path.join(out_dir, CSV_FILE)
+    tmp = md_path + f".tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        fh.write(render_markdown(rows, run_dir, exclude))
+    os.replace(tmp, md_path)
+    tmp = csv_path + f".tmp{os.getpid()}"
+    write_csv(rows, tmp)
+    os.replace(tmp, csv_path)
+    return rows, md_path, csv_path

@@ -1,0 +1,129 @@
+"""Config: the seed command parses, YAML < CLI layering, one clear line per bad value."""
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from hpc_bert.cli import parse_config, to_yaml
+from hpc_bert.config import PretrainConfig
+from hpc_bert.errors import ConfigError, UserError
+
+SEED_COMMAND = """--model_type bert-mlm --tokenizer_name bert-large-uncased --hidden_act gelu --hidden_size 1024
+--num_hidden_layers 24 --num_attention_heads 16 --intermediate_size 4096 --hidden_dropout_prob 0.1
+--attention_probs_dropout_prob 0.1 --encoder_ln_mode pre-ln --lr 1e-3 --train_batch_size 4096
+--train_micro_batch_size_per_gpu 32 --lr_schedule time --curve linear --warmup_proportion 0.06
+--gradient_clipping 0.0 --optimizer_type adamw --weight_decay 0.01 --adam_beta1 0.9 --adam_beta2 0.98
+--adam_eps 1e-6 --total_training_time 24.0 --early_exit_time_marker 24.0 --dataset_path DIR
+--output_dir OUT --print_steps 100 --num_epochs_between_checkpoints 10000 --job_name pretraining_experiment
+--project_name budget-bert-pretraining --validation_epochs 3 --validation_epochs_begin 1
+--validation_epochs_end 1 --validation_begin_proportion 0.05 --validation_end_proportion 0.01
+--validation_micro_batch 16 --deepspeed --data_loader_type dist --do_validation --use_early_stopping
+--early_stop_time 180 --early_stop_eval_loss 6 --seed 42 --fp16""".split()
+
+EXTRA = "--fp16_backend ds --fp16_opt O2 --finetune_time_markers 0.25,0.5,0.75 --finetune_checkpoint_at_end " \
+        "--clock simulated --simulated_step_seconds 2.5".split()
+
+
+def parse(argv):
+    cfg, _ = parse_config(PretrainConfig, argv, prog="test")
+    return cfg
+
+
+def test_whole_seed_command_parses():
+    cfg = parse(SEED_COMMAND + EXTRA)
+    assert cfg.model.hidden_size == 1024 and cfg.model.encoder_ln_mode == "pre-ln"
+    assert cfg.optim.lr == 1e-3 and cfg.optim.train_batch_size == 4096
+    assert cfg.schedule.total_training_time == 24.0 and cfg.schedule.budget_s == 24 * 3600
+    assert cfg.validation.do_validation and cfg.validation.use_early_stopping
+    assert cfg.validation.early_stop_eval_loss == 6.0
+    assert cfg.runtime.fp16 and cfg.runtime.deepspeed
+    assert cfg.schedule.finetune_time_markers == (0.25, 0.5, 0.75)
+    assert cfg.schedule.clock == "simulated" and cfg.schedule.simulated_step_seconds == 2.5
+    assert cfg.data.dataset_path == "DIR" and cfg.checkpoint.output_dir == "OUT"
+
+
+def test_bf16_flag_and_boolean_forms():
+    assert parse(["--bf16"]).runtime.bf16
+    assert parse(["--do_validation", "false"]).validation.do_validation is False
+    assert parse(["--no_sparse_mask_prediction"]).model.sparse_mask_prediction is False
+
+
+def test_yaml_then_cli_override(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"optim": {"lr": 5e-4}, "total_training_time": 2.0, "seed": 7}))
+    cfg = parse(["--config", str(f), "--seed", "9"])
+    assert cfg.optim.lr == 5e-4 and cfg.schedule.total_training_time == 2.0 and cfg.runtime.seed == 9
+
+
+def test_print_config_round_trips(tmp_path):
+    cfg = parse(SEED_COMMAND)
+    f = tmp_path / "printed.yaml"
+    f.write_text(to_yaml(cfg))
+    assert parse(["--config", str(f)]) == cfg
+
+
+def test_shipped_configs_parse():
+    for name in ("academic-bert-large", "tiny"):
+        cfg = parse(["--config", f"configs/pretrain/{name}.yaml"])
+        assert cfg.schedule.total_training_time > 0
+    big = parse(["--config", "configs/pretrain/academic-bert-large.yaml"])
+    assert (big.model.hidden_size, big.model.num_hidden_layers, big.optim.train_batch_size) == (1024, 24, 4096)
+
+
+def test_print_config_cli_exits_zero_and_touches_nothing(tmp_path):
+    out = tmp_path / "never"
+    r = subprocess.run([sys.executable, "-m", "hpc_bert.train", *SEED_COMMAND[:-1], "--output_dir", str(out),
+                        "--dataset_path", str(tmp_path / "missing"), "--print_config"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(r.stdout)["optim"]["lr"] == 1e-3
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--total_training_time", "0"], "--total_training_time must be a positive"),
+    (["--total_training_time", "-3"], "--total_training_time must be a positive"),
+    (["--warmup_proportion", "1.0"], "--warmup_proportion must lie in [0, 1)"),
+    (["--warmup_proportion", "-0.1"], "--warmup_proportion must lie in [0, 1)"),
+    (["--finetune_time_markers", "0.5,1.5"], "outside (0, 1]"),
+    (["--finetune_time_markers", "0"], "outside (0, 1]"),
+    (["--curve", "sawtooth"], "--curve 'sawtooth' is not valid: choose one of linear, exp, cosine, constant"),
+    (["--lr", "fast"], "--lr expects float"),
+    (["--train_batch_size", "100", "--train_micro_batch_size_per_gpu", "32"], "not a multiple"),
+    (["--lr_schedule", "step"], "needs --max_steps"),
+    (["--fp16", "--bf16"], "choose one precision"),
+])
+def test_bad_values_give_one_clear_line(argv, needle):
+    with pytest.raises(ConfigError) as e:
+        parse(argv)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_flag_names_closest():
+    with pytest.raises(ConfigError, match=r"unknown flag --warmup_proportio: did you mean --warmup_proportion"):
+        parse(["--warmup_proportio", "0.1"])
+    with pytest.raises(ConfigError, match="unknown key 'lrr'"):
+        from hpc_bert.cli import flatten_yaml
+        flatten_yaml(PretrainConfig, {"lrr": 1}, "x.yaml")
+
+
+def test_unknown_flag_cli_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "hpc_bert.train", "--totl_training_time", "3"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did you mean --total_training_time" in lines[0]
+
+
+def test_missing_config_file():
+    with pytest.raises(UserError, match="does not exist"):
+        parse(["--config", "/nonexistent.yaml"])
+
+
+def test_early_exit_beyond_budget_is_allowed_but_reported():
+    cfg = parse(["--total_training_time", "2", "--early_exit_time_marker", "3"])
+    notes = cfg.notes()
+    assert any("beyond --total_training_time" in n for n in notes)
+    assert cfg.schedule.stop_s == 2 * 3600
+    assert parse(["--total_training_time", "2", "--early_exit_time_marker", "1"]).schedule.stop_s == 3600
