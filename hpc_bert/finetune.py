@@ -263,6 +263,7 @@ def run(cfg: FinetuneConfig) -> dict:
         eval_strategy=during_training, eval_steps=cfg.eval_steps, logging_steps=cfg.logging_steps,
         save_strategy="no", report_to="none", seed=cfg.seed, fp16=cfg.fp16, bf16=cfg.bf16,
         dataloader_num_workers=cfg.dataloader_num_workers, disable_tqdm=disable_tqdm,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only warns
     )
     # During training only the first dev split is scored (MNLI: matched), to keep periodic
     # evaluation affordable; every split is scored at the end.

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hpc_bert import schedule
+from hpc_bert import faults, schedule
 from hpc_bert.checkpoint import (find_latest, load_training_checkpoint, marker_name, rng_state,
                                  save_finetune_checkpoint, save_training_checkpoint, set_rng_state,
                                  finetune_checkpoint_exists, check_free_space)
@@ -89,12 +89,14 @@ def deepspeed_config(cfg, accum: int, device: str) -> dict:
             "steps_per_print": 10 ** 12, "wall_clock_breakdown": False}
 
 
-def validate(engine, batches: list[dict], device: str) -> float:
+def validate(engine, batches: list[dict], device: str, epoch: int) -> float:
     """Mean MLM loss over the fixed held-out set (all ranks' shares)."""
     engine.eval()
     total, count = 0.0, 0.0
     with torch.no_grad():
-        for b in batches:
+        for i, b in enumerate(batches):
+            if i == len(batches) // 2:
+                faults.at("validation", epoch)
             b = {k: v.to(device) for k, v in b.items()}
             n = float((b["labels"] != -100).sum())
             if n:
@@ -279,7 +281,7 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
                     epochs_end=v.validation_epochs_end, begin_proportion=v.validation_begin_proportion,
                     end_proportion=v.validation_end_proportion):
                 with clock.phase("validation"):
-                    state.last_val_loss = validate(engine, val_batches, device)
+                    state.last_val_loss = validate(engine, val_batches, device, state.epochs_done)
                 state.validations_done.append(state.epochs_done)
                 events.emit("validation", state.step, elapsed, val_loss=state.last_val_loss, lr=lr,
                             epoch=state.epochs_done)
@@ -290,8 +292,10 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
             save_hf(marker_name(m), {"marker": m})
             state.markers_done.append(m)
             events.emit("marker", state.step, elapsed, marker=m, lr=lr)
+            faults.at("marker", len(state.markers_done))
         if reason:
             break
+        faults.at("step", state.step)
         if (state.epochs_done - state.last_checkpoint_epoch >= cfg.checkpoint.num_epochs_between_checkpoints
                 or elapsed - state.last_checkpoint_elapsed_s >= cfg.checkpoint.checkpoint_every_minutes * 60):
             save_checkpoint("periodic", elapsed)
@@ -301,7 +305,11 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
         save_checkpoint(reason, elapsed)
         if finished and s.finetune_checkpoint_at_end:
             save_hf("final", {"reason": reason})
-    events.emit("allocation_end", state.step, clock.elapsed(), reason=reason)
+    # every rank must hold the same weights: compare a checksum across ranks
+    checksum = float(sum(p.detach().double().sum() for p in engine.module.parameters()))
+    hi, neg_lo = all_agree_max([checksum, -checksum], device)
+    events.emit("allocation_end", state.step, clock.elapsed(), reason=reason, world_size=world,
+                param_checksum_min=-neg_lo, param_checksum_max=hi)
     if rank == 0:
         ledger.end_allocation(clock, state.step, reason)
     log(rank, f"stopped at step {state.step}, elapsed {clock.elapsed():.1f} s ({clock.progress():.1%} of the "

@@ -1,0 +1,108 @@
+"""What runs inside a submitted job. Picklable callables that hold only flags and paths:
+a requeued job reads all its state from the run dir, never from a pickle.
+
+The pretraining job maps the trainer's exit status onto the scheduler: 0 -> done,
+EXIT_REQUEUE -> requeue (SLURM: ``scontrol requeue``; submitit's LocalExecutor: its
+requeue exit code), anything else -> the job fails, so ``afterok`` dependents are killed.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+EXIT_REQUEUE = 75  # same value as hpc_bert.distributed.EXIT_REQUEUE; no torch import here
+LOCAL_REQUEUE_EXIT = 144  # submitit's LocalExecutor relaunches tasks that exit with it
+
+
+def _slurm_end_time(job_id: str) -> float | None:
+    """Unix time at which SLURM will end this allocation (its EndTime), if it says."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%e"], capture_output=True, text=True,
+                             timeout=30).stdout.strip().splitlines()
+        if out and out[0] not in ("N/A", "Unknown", "NONE"):
+            return time.mktime(time.strptime(out[0], "%Y-%m-%dT%H:%M:%S"))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        pass
+    return None
+
+
+def _export_distributed_env() -> tuple[int, str, bool]:
+    """Rank variables for the trainer from submitit's view of the job; returns (rank, job id, local?)."""
+    import submitit
+    env = submitit.JobEnvironment()
+    local = "SUBMITIT_LOCAL_JOB_ID" in os.environ
+    hosts = env.hostnames if not local else ["127.0.0.1"]
+    os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks), LOCAL_RANK=str(env.local_rank),
+                      MASTER_ADDR=os.environ.get("MASTER_ADDR", hosts[0]),
+                      MASTER_PORT=os.environ.get("MASTER_PORT", str(20000 + int(str(env.job_id).split("_")[0]) % 20000)))
+    return env.global_rank, str(env.job_id), local
+
+
+class PretrainJob:
+    def __init__(self, train_argv: list[str], run_dir: str, max_requeues: int, workdir: str):
+        self.train_argv = list(train_argv)
+        self.run_dir = run_dir
+        self.max_requeues = max_requeues
+        self.workdir = workdir
+
+    def __call__(self) -> int:
+        os.chdir(self.workdir)
+        rank, job_id, local = _export_distributed_env()
+        end = None
+        if local:
+            end = time.time() + float(os.environ.get("SUBMITIT_LOCAL_TIMEOUT_S", "0") or 0) or None
+        else:
+            end = _slurm_end_time(job_id.split("_")[0])
+        if end:
+            os.environ["HPC_BERT_ALLOCATION_END"] = str(end)
+        from hpc_bert import train
+        try:
+            rc = train.main(self.train_argv)
+        except SystemExit as e:  # user errors exit through sys.exit
+            rc = e.code if isinstance(e.code, int) else 1
+        if rc == EXIT_REQUEUE:
+            from hpc_bert.clock import Ledger  # the run dir, not the pickle, says how many allocations ran
+            ledger = Ledger.load(self.run_dir)
+            requeues = max(0, len(ledger.allocations) - 1) if ledger else 0
+            if requeues >= self.max_requeues:
+                raise RuntimeError(f"requeue limit {self.max_requeues} reached before the budget was spent: "
+                                   "resubmit the same command to continue from the last checkpoint")
+            if local:
+                sys.exit(LOCAL_REQUEUE_EXIT)
+            if rank == 0:
+                # SLURM puts the job back in the queue and ends this allocation (as submitit does).
+                subprocess.run(["scontrol", "requeue", job_id.split("_")[0]], check=False, timeout=60)
+            sys.exit(EXIT_REQUEUE)
+        if rc != 0:
+            raise RuntimeError(f"pretraining exited with status {rc}: see the job's log")
+        return 0
+
+    def checkpoint(self):
+        """A time-limit signal before the trainer started: requeue unchanged (no state here)."""
+        import submitit
+        return submitit.helpers.DelayedSubmission(self)
+
+
+class GlueTask:
+    """One cell of the GLUE grid (a SLURM array task or a local job)."""
+
+    def __init__(self, glue_config: str, run_dir: str, checkpoints: list[str], workdir: str):
+        self.glue_config, self.run_dir, self.checkpoints, self.workdir = glue_config, run_dir, checkpoints, workdir
+
+    def __call__(self, index: int) -> int:
+        os.chdir(self.workdir)
+        from hpc_bert.glue.__main__ import main as glue_main
+        return glue_main(["run", self.glue_config, "--run_dir", self.run_dir, "--checkpoints",
+                          ",".join(self.checkpoints), "--index", str(index)])
+
+
+class AggregateTask:
+    def __init__(self, run_dir: str, workdir: str):
+        self.run_dir, self.workdir = run_dir, workdir
+
+    def __call__(self) -> int:
+        os.chdir(self.workdir)
+        from hpc_bert.glue.__main__ import main as glue_main
+        return glue_main(["aggregate", self.run_dir])

@@ -1,0 +1,215 @@
+"""The trainer end to end: a real tiny BERT trained with DeepSpeed on CPU (gloo).
+
+The defining property: a run stopped by signals at several points (one during a
+validation, one right after a fine-tune marker) and restarted each time ends with the
+same weights, bit for bit, and the same LR / validation / marker trace as an uninterrupted
+run, under the simulated clock.
+"""
+import json
+import os
+
+import pytest
+import torch
+
+from hpc_bert.clock import Ledger
+from hpc_bert.events import read_events
+from pretrain_fixtures import tiny_flags, train, write_shards, write_vocab
+
+pytestmark = pytest.mark.slow
+
+STEP_S = 10.0          # simulated seconds per optimizer step
+STEPS = 24             # the budget is STEPS steps
+HOURS = STEPS * STEP_S / 3600
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inputs")
+    vocab = str(root / "vocab.txt")
+    n = write_vocab(vocab)
+    write_shards(str(root / "shards"), n, n_train=2, per_shard=40)
+    return str(root / "shards"), vocab
+
+
+def flags(run_dir, inputs, **over):
+    data, vocab = inputs
+    base = dict(clock="simulated", simulated_step_seconds=STEP_S, finetune_time_markers="0.3,0.6",
+                finetune_checkpoint_at_end="true", do_validation="true", validation_epochs=1,
+                checkpoint_every_minutes=1.5)
+    base.update(over)
+    return tiny_flags(str(run_dir), data, vocab, HOURS, **base)
+
+
+def final_weights(run_dir) -> dict:
+    meta = json.load(open(os.path.join(run_dir, "checkpoints", "latest.json")))
+    sd = torch.load(os.path.join(run_dir, "checkpoints", meta["tag"], "mp_rank_00_model_states.pt"),
+                    weights_only=False)["module"]
+    return sd
+
+
+def trace(run_dir) -> dict:
+    """Per-step LR and loss, validation points and markers; later allocations win duplicates."""
+    ev = read_events(str(run_dir))
+    return {"train": {e["step"]: (e["lr"], e["loss"]) for e in ev if e["event"] == "train"},
+            "validation": {e["step"]: e["val_loss"] for e in ev if e["event"] == "validation"},
+            "marker": sorted((e["step"], e["marker"]) for e in ev if e["event"] == "marker")}
+
+
+def assert_same_weights(a, b):
+    wa, wb = final_weights(a), final_weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, inputs):
+    run = tmp_path_factory.mktemp("uninterrupted")
+    r = train(flags(run, inputs))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run
+
+
+def test_uninterrupted_run_follows_the_schedule(uninterrupted):
+    led = Ledger.load(str(uninterrupted))
+    assert len(led.allocations) == 1 and led.current.end_reason == "budget_done"
+    assert led.current.step_last == STEPS
+    t = trace(uninterrupted)
+    assert sorted(t["train"]) == list(range(1, STEPS + 1))
+    lrs = [t["train"][s][0] for s in range(1, STEPS + 1)]
+    peak = max(lrs)
+    assert lrs[0] == 0.0 and lrs.index(peak) <= 4          # warmup over 10% of the budget
+    assert all(x >= y for x, y in zip(lrs[3:], lrs[4:]))    # then linear decay
+    assert [m for _, m in t["marker"]] == [0.3, 0.6]
+    assert len(t["validation"]) >= 3
+    losses = [t["train"][s][1] for s in range(1, STEPS + 1)]
+    assert sum(losses[-4:]) < sum(losses[:4])                # it learns
+    names = sorted(os.listdir(os.path.join(uninterrupted, "finetune_checkpoints")))
+    assert names == ["final", "marker_0.3", "marker_0.6"]
+
+
+def test_resume_equivalence_under_signals(tmp_path, inputs, uninterrupted):
+    run = tmp_path / "interrupted"
+    # 1: SIGUSR2 mid-validation; 2: SIGTERM right after the first marker; 3, 4: SIGUSR2 / SIGINT at steps
+    plan = ["usr2@validation:2", "term@marker:1", "usr2@step:13", "int@step:17"]
+    stops = []
+    for fault in plan + [""]:
+        r = train(flags(run, inputs), env_extra={"HPC_BERT_FAULTS": fault})
+        stops.append(r.returncode)
+        assert r.returncode in (0, 75), r.stderr[-3000:]
+        if r.returncode == 0:
+            break
+    assert stops[:4] == [75, 75, 75, 75] and stops[-1] == 0
+    led = Ledger.load(str(run))
+    assert [a.end_reason for a in led.allocations] == ["timeout", "preempted", "timeout", "signal", "budget_done"]
+    assert sum(a.lost_s for a in led.allocations) == 0
+    assert_same_weights(run, uninterrupted)
+    a, b = trace(run), trace(uninterrupted)
+    assert a["train"] == b["train"]
+    assert a["validation"] == b["validation"]
+    assert a["marker"] == b["marker"]
+
+
+def test_kill9_resumes_from_last_complete_checkpoint_and_records_lost_time(tmp_path, inputs, uninterrupted):
+    run = tmp_path / "killed"
+    r = train(flags(run, inputs), env_extra={"HPC_BERT_FAULTS": "kill@step:17"})
+    assert r.returncode == -9
+    r = train(flags(run, inputs))
+    assert r.returncode == 0, r.stderr[-3000:]
+    led = Ledger.load(str(run))
+    first = led.allocations[0]
+    assert first.end_reason == "crash"
+    # periodic checkpoints every 1.5 simulated minutes = 9 steps: step 9 was the newest before the kill
+    assert first.lost_s == pytest.approx((17 - 9) * STEP_S)
+    assert led.allocations[1].step_begin == 9
+    assert_same_weights(run, uninterrupted)       # replaying the lost steps is exact too
+    assert trace(run)["marker"] == trace(uninterrupted)["marker"]
+    # markers were saved exactly once: the dirs carry the step they were written at
+    for name, step in (("marker_0.3", 8), ("marker_0.6", 15)):
+        meta = json.load(open(os.path.join(run, "finetune_checkpoints", name, "hpc_bert_meta.json")))
+        assert meta["step"] == step
+
+
+def test_fine_tune_marker_loads_for_classification(uninterrupted):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    path = os.path.join(uninterrupted, "finetune_checkpoints", "marker_0.3")
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    tok = AutoTokenizer.from_pretrained(path)
+    enc = tok(["w1 w2 w3", "w4 w5"], padding=True, return_tensors="pt")
+    assert model(**enc).logits.shape == (2, 2)
+    assert type(model).__name__ == "RobertaPreLayerNormForSequenceClassification"
+
+
+def test_half_written_checkpoint_is_never_loaded(tmp_path, inputs, uninterrupted):
+    run = tmp_path / "torn"
+    r = train(flags(run, inputs, early_exit_time_marker=12 * STEP_S / 3600))
+    assert r.returncode == 0, r.stderr[-3000:]
+    ck = run / "checkpoints"
+    newest = json.load(open(ck / "latest.json"))["tag"]
+    # a torn save: the folder of a later step without meta.json, and a .partial folder
+    (ck / "step_000000099").mkdir()
+    (ck / "step_000000099" / "mp_rank_00_model_states.pt").write_bytes(b"garbage")
+    (ck / "step_000000100.partial").mkdir()
+    from hpc_bert.checkpoint import find_latest
+    assert find_latest(str(run))["tag"] == newest
+    r = train(flags(run, inputs))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resumed {newest}" in r.stderr
+    assert_same_weights(run, uninterrupted)
+    assert not (ck / "step_000000100.partial").exists()
+
+
+def test_early_exit_keeps_the_full_schedule(tmp_path, inputs, uninterrupted):
+    run = tmp_path / "early_exit"
+    r = train(flags(run, inputs, early_exit_time_marker=STEPS / 2 * STEP_S / 3600))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert Ledger.load(str(run)).current.end_reason == "early_exit"
+    a, b = trace(run)["train"], trace(uninterrupted)["train"]
+    assert max(a) == STEPS // 2 and all(a[s][0] == b[s][0] for s in a)  # same LR at the same progress
+
+
+def test_early_stopping_on_validation_loss(tmp_path, inputs):
+    run = tmp_path / "early_stop"
+    r = train(flags(run, inputs, use_early_stopping="true", early_stop_time=0, early_stop_eval_loss=0.5))
+    assert r.returncode == 0, r.stderr[-3000:]
+    led = Ledger.load(str(run))
+    assert led.current.end_reason == "early_stop" and led.current.step_last < STEPS
+    assert os.path.isdir(os.path.join(run, "finetune_checkpoints", "final"))
+
+
+def test_nan_loss_stops_with_one_clear_line(tmp_path, inputs):
+    run = tmp_path / "nan"
+    r = train(flags(run, inputs, lr=1e12, warmup_proportion=0.0, gradient_clipping=0.0))
+    assert r.returncode == 1
+    assert "training diverged" in r.stderr
+    assert Ledger.load(str(run)).current.end_reason == "error"
+
+
+def test_resume_with_other_model_shape_or_budget_fails_clearly(tmp_path, inputs, uninterrupted):
+    import shutil
+    run = tmp_path / "copy"
+    shutil.copytree(uninterrupted, run)
+    ck = sorted(os.listdir(run / "checkpoints"))
+    before = {n: os.path.getmtime(run / "checkpoints" / n) for n in ck}
+    r = train(flags(run, inputs, hidden_size=64))
+    assert r.returncode == 2 and "model shape differs (hidden_size 32 -> 64)" in r.stderr
+    r = train(flags(run, inputs, total_training_time=1.0))
+    assert r.returncode == 2 and "--allow_budget_change" in r.stderr
+    assert {n: os.path.getmtime(run / "checkpoints" / n) for n in sorted(os.listdir(run / "checkpoints"))} == before
+
+
+def test_missing_dataset_fails_before_training(tmp_path, inputs):
+    _, vocab = inputs
+    r = train(tiny_flags(str(tmp_path / "run"), str(tmp_path / "nope"), vocab, HOURS))
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "nope" in r.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_two_cpu_ranks_stay_in_sync(tmp_path, inputs):
+    run = tmp_path / "ddp"
+    r = train(flags(run, inputs, train_batch_size=16, train_micro_batch_size_per_gpu=4), procs=2, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    end = [e for e in read_events(str(run)) if e["event"] == "allocation_end"][-1]
+    assert end["world_size"] == 2
+    assert end["param_checksum_min"] == end["param_checksum_max"]
