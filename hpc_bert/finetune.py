@@ -159,6 +159,8 @@ def load_model(cfg: FinetuneConfig, task: TaskSpec):
         raise UserError(f"cannot load the model config of {cfg.model_name_or_path} ({first}): pass an HF "
                         "checkpoint folder to --model_name_or_path") from None
     max_pos = getattr(model_config, "max_position_embeddings", None)
+    if max_pos is not None and "roberta" in str(getattr(model_config, "model_type", "")):
+        max_pos -= (getattr(model_config, "pad_token_id", None) or 0) + 1  # RoBERTa positions start after padding_idx
     if max_pos is not None and cfg.max_seq_length > max_pos:
         raise UserError(f"--max_seq_length {cfg.max_seq_length} exceeds the model's {max_pos} positions: "
                         f"pass --max_seq_length {max_pos} or less")

@@ -232,7 +232,7 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
     while True:
         # ---- step boundary: all ranks act on the same clock and the same stop flag -------
         near_deadline = deadline_end is not None and \
-            time.time() + max(30.0, 2.0 * save_s + 3.0 * step_s) >= deadline_end
+            time.time() + max(10.0, 2.0 * save_s + 3.0 * step_s) >= deadline_end
         flag, elapsed = all_agree_max([max(stop.code, 3 if near_deadline else 0), clock.elapsed()], device)
         reason = schedule.stop_reason(elapsed, s.budget_s, None if s.early_exit_time_marker is None
                                       else s.early_exit_time_marker * 3600.0) or StopFlag.reason(flag)
@@ -248,7 +248,7 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
             loss = engine(**{k: t.to(device) for k, t in batch.tensors.items()})
             engine.backward(loss)
             engine.step()
-            loss_sum += float(loss)
+            loss_sum += float(loss.detach())
             epochs_ended += int(batch.last_in_epoch)
         clock.on_optimizer_step()
         step_s = time.monotonic() - t_step

@@ -10,8 +10,6 @@ from hpc_bert.errors import UserError
 from hpc_bert.glue.__main__ import main as glue_main
 from hpc_bert.glue.tasks import TASK_ORDER, TASKS, examples_from_hub, get_task, load_task, read_split
 
-T = "\t"
-
 # Two data rows per task, in GLUE's exact formats (headers as download_glue_data.py writes
 # them). Sentences carry quote characters on purpose: GLUE files are not quoted CSV.
 FILES = {
@@ -143,7 +141,7 @@ def test_task_names_are_forgiving_and_unknown_ones_are_named():
     assert get_task("sst2").name == get_task("SST-2").name == "SST-2"
     assert get_task("sts-b").name == get_task("stsb").name == "STS-B"
     assert get_task("mrpc").name == "MRPC" and get_task("mnli").splits == ("dev_matched", "dev_mismatched")
-    with pytest.raises(UserError, match="unknown GLUE task 'SQuAD': choose one of CoLA, SST-2"):
+    with pytest.raises(UserError, match="unknown GLUE task 'SQuAD': choose one of MNLI, QQP"):
         get_task("SQuAD")
 
 
@@ -246,3 +244,18 @@ def test_glue_cli_errors_are_one_line(tmp_path, capsys):
     assert "none.yaml does not exist" in err
     err = _one_line_error(capsys, glue_main, ["aggregate", str(tmp_path / "norun")])
     assert "norun does not exist" in err
+
+
+def test_the_seed_command_parses():
+    """The seed's run_glue flags, verbatim; --evaluation_strategy is transformers 5's eval_strategy."""
+    from hpc_bert.cli import parse_config
+    argv = ("--model_name_or_path ckpt --task_name MRPC --max_seq_length 128 --output_dir out "
+            "--overwrite_output_dir --do_train --do_eval --evaluation_strategy steps "
+            "--per_device_train_batch_size 32 --gradient_accumulation_steps 1 --per_device_eval_batch_size 32 "
+            "--learning_rate 5e-5 --weight_decay 0.01 --eval_steps 50 --max_grad_norm 1.0 --num_train_epochs 5 "
+            "--lr_scheduler_type polynomial --warmup_steps 50").split()
+    cfg, _ = parse_config(finetune.FinetuneConfig, argv, prog="finetune")
+    assert cfg.overwrite_output_dir and cfg.do_train and cfg.do_eval
+    assert cfg.eval_strategy == cfg.evaluation_strategy == "steps" and cfg.eval_steps == 50
+    assert (cfg.learning_rate, cfg.weight_decay, cfg.num_train_epochs, cfg.warmup_steps) == (5e-5, 0.01, 5.0, 50)
+    assert cfg.lr_scheduler_type == "polynomial" and cfg.per_device_train_batch_size == 32

@@ -709,8 +709,11 @@ def main(argv=None) -> int:
             elif st["external"]:
                 print(f"private cluster not running; an external cluster answers "
                       f"(partitions {st['external_partitions']})")
+            elif any(st["pids"].values()):
+                print(f"partly running (pids {st['pids']}): `start` completes it, "
+                      "`stop` ends it")
             else:
-                print(f"not running (pids {st['pids']})")
+                print("not running")
         return 0 if st["running"] or st["external"] else 3
     except SlurmHarnessError as e:
         print(f"slurm_local: {e}", file=sys.stderr)

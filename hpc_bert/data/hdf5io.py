@@ -75,12 +75,14 @@ def _open(path: str) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as e:
-        why = str(e).split(":")[0].split("(")[0].strip() or "unreadable"
+        # h5py: "Unable to synchronously open file (truncated file: eof = 96, sblock->...)"
+        detail = re.search(r"\(([^()]*)\)", str(e))
+        why = detail.group(1).split(",")[0] if detail else (str(e).splitlines() or ["unreadable"])[0][:120]
         raise UserError(f"shard {path} is truncated or not an HDF5 file ({why}): re-run "
                         "`python -m hpc_bert.data prepare` or copy the file again") from None
 
 
-def inspect_shard(path: str, split: str, scan_rows: int = ID_SCAN_ROWS) -> ShardInfo:
+def inspect_shard(path: str, split: str, scan_rows: int | None = None) -> ShardInfo:
     """Check one shard's layout cheaply; raises UserError naming the file and the fix."""
     with _open(path) as f:
         missing = [k for k in REQUIRED_KEYS if k not in f]
@@ -105,7 +107,7 @@ def inspect_shard(path: str, split: str, scan_rows: int = ID_SCAN_ROWS) -> Shard
             if "max_token_id" in attrs:
                 max_id, exact = int(attrs["max_token_id"]), True
             elif n:
-                rows = min(n, scan_rows)
+                rows = min(n, scan_rows or ID_SCAN_ROWS)
                 max_id = int(max(f["input_ids"][:rows].max(), f["masked_lm_ids"][:rows].max()))
                 exact = rows == n
             else:

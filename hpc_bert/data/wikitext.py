@@ -68,9 +68,9 @@ def _link_text(match: re.Match) -> str:
     if namespace in _DROP_LINK_NS or (namespace and _INTERWIKI.match(target.strip().lower())
                                       and "|" not in inner):
         return ""
-    text = label if label else target
-    # [[wikt:word|word]] and [[w:Page]] style prefixes keep only the word
-    return text.rsplit("|", 1)[-1].strip()
+    # the label may hold a template with its own "|" ([[aleph|{{transl|ar|alif}}]]): keep
+    # it whole, templates are expanded next
+    return (label if label else target).strip()
 
 
 def strip_markup(wikitext: str) -> str:
@@ -79,9 +79,11 @@ def strip_markup(wikitext: str) -> str:
     text = _COMMENT.sub("", text)
     text = _DROP_ELEMENTS.sub("", text)
     text = re.sub(r"<ref\b[^>]*/>", "", text, flags=re.I)
+    # Links before templates: a link's "|" inside a template would split the template's
+    # arguments in the wrong place ({{nowrap|2.9 billion [[barrel (unit)|barrels]]}}).
+    text = _replace_until_stable(_LINK, _link_text, text)
     text = _replace_until_stable(_TEMPLATE, _template_text, text)
     text = _replace_until_stable(_TABLE, "", text)
-    text = _replace_until_stable(_LINK, _link_text, text)
     text = _EXTERNAL.sub(lambda m: m.group(1), text)
     text = _TAG.sub("", text)
     text = _BOLD_ITALIC.sub("", text)

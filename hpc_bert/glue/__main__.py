@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 
@@ -97,6 +98,9 @@ def cmd_run(argv: list[str]) -> int:
             print(f"hpc_bert: run {run.index} ({run.checkpoint} {run.task} lr {glue_grid.format_lr(run.learning_rate)} "
                   f"seed {run.seed}) already has results: skipped (pass --force to redo it)", flush=True)
             continue
+        if not os.path.isdir(run.checkpoint_path):
+            raise UserError(f"checkpoint {run.checkpoint_path} does not exist: pretraining has not saved "
+                            f"{run.checkpoint!r} (not reached yet, or the run stopped early); check --checkpoints")
         print(f"hpc_bert: run {run.index}/{len(runs)}: {run.command()}", flush=True)
         # Finetune validates its own flags; --force maps onto its overwrite flag.
         cfg, _ = parse_config(finetune.FinetuneConfig, run.argv + (["--overwrite_output_dir"] if args.force else []),

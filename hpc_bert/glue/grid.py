@@ -187,8 +187,9 @@ def resolve_checkpoints(grid: GridConfig, checkpoints: Sequence[str], run_dir: s
         if not os.path.isdir(ckpt_root):
             raise UserError(f"{ckpt_root} does not exist (pretraining saved no fine-tune checkpoint yet): pass "
                             "the expected names, e.g. --checkpoints marker_0.5,final")
-        entries = sorted((d for d in os.listdir(ckpt_root)
-                          if os.path.isfile(os.path.join(ckpt_root, d, "config.json"))), key=checkpoint_sort_key)
+        # A folder is a checkpoint once it has config.json; `.tmp` ones are still being written.
+        entries = sorted((d for d in os.listdir(ckpt_root) if not d.endswith(".tmp")
+                          and os.path.isfile(os.path.join(ckpt_root, d, "config.json"))), key=checkpoint_sort_key)
         if not entries:
             raise UserError(f"{ckpt_root} holds no HF checkpoint folder (with config.json): let pretraining "
                             "save fine-tune checkpoints, or pass --checkpoints DIR1,DIR2")

@@ -64,23 +64,23 @@ def _one(label: str, metric: str, extra: tuple[str, ...] = ()) -> tuple[tuple[Co
     return (Column(label, "dev", metric),), extra
 
 
-# Main scores follow BERT's GLUE table (Devlin et al. 2019): MRPC/QQP F1, STS-B Spearman,
+# Order and main scores follow BERT's GLUE table (Devlin et al. 2019): MRPC/QQP F1, STS-B Spearman,
 # CoLA Matthews correlation, accuracy elsewhere, MNLI matched and mismatched as two columns.
 TASKS: dict[str, TaskSpec] = {}
 for _spec in (
-    TaskSpec("CoLA", "cola", 3, None, 1, BINARY, ("dev.tsv",), *_one("CoLA", "mcc", ("accuracy",)),
-             has_header=False),
-    TaskSpec("SST-2", "sst2", "sentence", None, "label", BINARY, ("dev.tsv",), *_one("SST-2", "accuracy")),
-    TaskSpec("MRPC", "mrpc", "#1 String", "#2 String", "Quality", BINARY, ("dev.tsv",),
-             *_one("MRPC", "f1", ("accuracy",))),
-    TaskSpec("QQP", "qqp", "question1", "question2", "is_duplicate", BINARY, ("dev.tsv",),
-             *_one("QQP", "f1", ("accuracy",))),
-    TaskSpec("STS-B", "stsb", "sentence1", "sentence2", "score", None, ("dev.tsv",),
-             *_one("STS-B", "spearman", ("pearson",))),
     TaskSpec("MNLI", "mnli", "sentence1", "sentence2", "gold_label", ("contradiction", "entailment", "neutral"),
              ("dev_matched.tsv", "dev_mismatched.tsv"),
              (Column("MNLI-m", "dev_matched", "accuracy"), Column("MNLI-mm", "dev_mismatched", "accuracy"))),
+    TaskSpec("QQP", "qqp", "question1", "question2", "is_duplicate", BINARY, ("dev.tsv",),
+             *_one("QQP", "f1", ("accuracy",))),
     TaskSpec("QNLI", "qnli", "question", "sentence", "label", NLI2, ("dev.tsv",), *_one("QNLI", "accuracy")),
+    TaskSpec("SST-2", "sst2", "sentence", None, "label", BINARY, ("dev.tsv",), *_one("SST-2", "accuracy")),
+    TaskSpec("CoLA", "cola", 3, None, 1, BINARY, ("dev.tsv",), *_one("CoLA", "mcc", ("accuracy",)),
+             has_header=False),
+    TaskSpec("STS-B", "stsb", "sentence1", "sentence2", "score", None, ("dev.tsv",),
+             *_one("STS-B", "spearman", ("pearson",))),
+    TaskSpec("MRPC", "mrpc", "#1 String", "#2 String", "Quality", BINARY, ("dev.tsv",),
+             *_one("MRPC", "f1", ("accuracy",))),
     TaskSpec("RTE", "rte", "sentence1", "sentence2", "label", NLI2, ("dev.tsv",), *_one("RTE", "accuracy")),
     TaskSpec("WNLI", "wnli", "sentence1", "sentence2", "label", BINARY, ("dev.tsv",), *_one("WNLI", "accuracy")),
 ):
