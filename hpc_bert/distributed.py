@@ -118,6 +118,9 @@ class StopFlag:
         for s, h in self._previous.items():
             signal.signal(s, h)
 
+    def describe(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else "no signal"
+
     @staticmethod
     def reason(code: float) -> str | None:
         return StopFlag.CODES[int(code)]

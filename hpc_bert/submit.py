@@ -126,6 +126,9 @@ def plan(argv: list[str]):
     from hpc_bert.runlock import check_not_live
     if os.path.isdir(run_dir):
         check_not_live(run_dir)
+    if not sub.dry_run and (not cfg.data.dataset_path or not os.path.exists(cfg.data.dataset_path)):
+        raise UserError(f"--dataset_path {cfg.data.dataset_path} does not exist: prepare shards with "
+                        "python -m hpc_bert.data prepare, or fix the path in the config")
     glue_runs, checkpoints = [], []
     if sub.glue:
         from hpc_bert.glue import grid as glue_grid
@@ -191,6 +194,8 @@ def main(argv=None) -> int:
     # The time-limit signal must leave room for one checkpoint save, measured when we can.
     save_s = saved if saved is not None else estimated_save_seconds(cfg)
     delay = sub.signal_delay_s or int(max(60 if cluster == "slurm" else 10, 3 * save_s + 30))
+    # ...but a short allocation must not be signalled before it could train at all.
+    delay = int(min(delay, sub.allocation_hours * 3600 / 10))
     tasks = max(1, sub.gpus_per_node)
     pre_ex = make_executor(sub, cluster, folder, "hpc_bert_pretrain", sub.allocation_hours, tasks, delay)
     job = PretrainJob(train_argv, run_dir, sub.max_requeues, workdir)

@@ -33,7 +33,16 @@ from hpc_bert.events import EventLog
 from hpc_bert.model import MaskedLM, build_hf_model, build_optimizer, count_parameters, padded_vocab_size
 from hpc_bert.runlock import RunLock
 
-PROCESS_START = time.time()
+def _process_start() -> float:
+    """Wall time this process started (imports included in startup), now if unknown."""
+    try:
+        import psutil
+        return psutil.Process(os.getpid()).create_time()
+    except Exception:  # psutil is a DeepSpeed dependency, but startup is only reported
+        return time.time()
+
+
+PROCESS_START = _process_start()
 # Fields that must match to resume: the model's shape and the data geometry.
 SHAPE_FIELDS = ("encoder_ln_mode", "hidden_size", "num_hidden_layers", "num_attention_heads",
                 "intermediate_size", "max_position_embeddings", "hidden_act")
@@ -237,6 +246,8 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
         reason = schedule.stop_reason(elapsed, s.budget_s, None if s.early_exit_time_marker is None
                                       else s.early_exit_time_marker * 3600.0) or StopFlag.reason(flag)
         if reason:
+            cause = (stop.describe() if stop.code else "allocation deadline" if near_deadline
+                     else "a signal on another rank" if flag else "schedule")
             break
         lr = schedule.learning_rate(cfg.optim.lr, s.lr_schedule, s.curve, s.warmup_proportion, elapsed,
                                     s.budget_s, state.step, s.max_steps)
@@ -261,7 +272,7 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
             events.emit("error", state.step, clock.elapsed(), loss=loss_mean, lr=lr)
             log(rank, f"loss is {loss_mean} at step {state.step} (lr {lr:.3g}): training diverged; lower --lr or "
                       "raise --warmup_proportion; the last good checkpoint is kept")
-            reason = "error"
+            reason, cause = "error", "non-finite loss"
             break
         if state.step % cfg.runtime.print_steps == 0:
             (loss_all,) = all_sum([loss_mean / world], device)
@@ -287,7 +298,7 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
                             epoch=state.epochs_done)
                 if v.use_early_stopping and schedule.early_stop(elapsed, state.last_val_loss, v.early_stop_time,
                                                                 v.early_stop_eval_loss):
-                    reason = "early_stop"
+                    reason, cause = "early_stop", f"validation loss {state.last_val_loss:.3f}"
         for m in schedule.markers_due(elapsed / s.budget_s, s.finetune_time_markers, state.markers_done):
             save_hf(marker_name(m), {"marker": m})
             state.markers_done.append(m)
@@ -308,12 +319,12 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
     # every rank must hold the same weights: compare a checksum across ranks
     checksum = float(sum(p.detach().double().sum() for p in engine.module.parameters()))
     hi, neg_lo = all_agree_max([checksum, -checksum], device)
-    events.emit("allocation_end", state.step, clock.elapsed(), reason=reason, world_size=world,
+    events.emit("allocation_end", state.step, clock.elapsed(), reason=reason, cause=cause, world_size=world,
                 param_checksum_min=-neg_lo, param_checksum_max=hi)
     if rank == 0:
         ledger.end_allocation(clock, state.step, reason)
     log(rank, f"stopped at step {state.step}, elapsed {clock.elapsed():.1f} s ({clock.progress():.1%} of the "
-              f"budget): {reason}")
+              f"budget): {reason} ({cause})")
     events.close()
     stop.uninstall()
     if reason == "error":

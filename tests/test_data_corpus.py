@@ -1,6 +1,7 @@
 """Corpus reading, sentence splitting, wiki markup stripping and text sharding."""
 from __future__ import annotations
 
+import html
 import io
 import json
 
@@ -28,24 +29,27 @@ def test_sentences_keep_all_text():
     assert split_sentences("no end mark") == ["no end mark"]
 
 
-WIKI_XML = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">
-<page><title>Anarchism</title><ns>0</ns><id>12</id><revision><text xml:space="preserve">{{Redirect2|Anarchist}}
-{{Infobox|name=x|{{nested|y}}}}
-'''Anarchism''' is a [[political philosophy]] that advocates [[self-governance|self-governed]] societies.&lt;ref&gt;{{cite book|title=T}}&lt;/ref&gt; It comes from the Greek {{lang|grc|ἀναρχία}} (see [http://example.org the site]).
-[[File:A.jpg|thumb|A [[caption]] here.]]
-{| class="wikitable"
-| cell || cell
-|}
-==History==
-* a list item that is dropped.
-The first anarchist was [[Pierre-Joseph Proudhon]]&lt;ref name=x/&gt; in 1840.&lt;!-- hidden --&gt;
-==References==
-Everything after this heading is dropped.
-[[Category:Anarchism]]
-</text></revision></page>
-<page><title>Redirected</title><ns>0</ns><redirect title="Anarchism"/><revision><text>#REDIRECT [[Anarchism]]</text></revision></page>
-<page><title>Wikipedia:About</title><ns>4</ns><revision><text>Project page text that is long enough to be kept otherwise.</text></revision></page>
-</mediawiki>"""
+WIKI_TEXT = (
+    "{{Redirect2|Anarchist}}\n{{Infobox|name=x|{{nested|y}}}}\n"
+    "'''Anarchism''' is a [[political philosophy]] that advocates [[self-governance|self-governed]] "
+    "societies.<ref>{{cite book|title=T}}</ref> It comes from the Greek {{lang|grc|ἀναρχία}} "
+    "(see [http://example.org the site]).\n"
+    "[[File:A.jpg|thumb|A [[caption]] here.]]\n"
+    '{| class="wikitable"\n| cell || cell\n|}\n'
+    "==History==\n* a list item that is dropped.\n"
+    "The first anarchist was [[Pierre-Joseph Proudhon]]<ref name=x/> in 1840.<!-- hidden -->\n"
+    "==References==\nEverything after this heading is dropped.\n[[Category:Anarchism]]\n"
+)
+WIKI_XML = (
+    '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">'
+    "<page><title>Anarchism</title><ns>0</ns><id>12</id><revision>"
+    f'<text xml:space="preserve">{html.escape(WIKI_TEXT)}</text></revision></page>'
+    '<page><title>Redirected</title><ns>0</ns><redirect title="Anarchism"/>'
+    "<revision><text>#REDIRECT [[Anarchism]]</text></revision></page>"
+    "<page><title>Wikipedia:About</title><ns>4</ns>"
+    "<revision><text>Project page text that is long enough to be kept otherwise.</text></revision></page>"
+    "</mediawiki>"
+)
 
 
 def test_wiki_markup_is_stripped_to_prose():

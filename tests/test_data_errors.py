@@ -4,7 +4,6 @@ from __future__ import annotations
 import subprocess
 
 import h5py
-import numpy as np
 import pytest
 
 from hpc_bert.data import fetch, hdf5io
@@ -137,7 +136,8 @@ def test_cli_errors_are_one_line(capsys, tmp_path):
     assert "did you mean --max_seq_length" in run_cli(capsys, "samples", "--max_seq_lenght", "8")[1]
     assert "unknown command 'shards': choose one of fetch, shard" in run_cli(capsys, "shards")[1]
     assert "--output_dir is required" in run_cli(capsys, "fetch")[1]
-    assert "--tokenizer_name VOCAB_TXT_OR_DIR or --train_tokenizer" in run_cli(capsys, "prepare", "--output_dir", "x")[1]
+    err = run_cli(capsys, "prepare", "--output_dir", "x")[1]
+    assert "--tokenizer_name VOCAB_TXT_OR_DIR or --train_tokenizer" in err
     assert "unknown source 'books'" in run_cli(capsys, "fetch", "--output_dir", str(tmp_path), "--sources", "books")[1]
 
 

@@ -16,7 +16,8 @@ from hpc_bert.data.__main__ import main
 from hpc_bert.errors import UserError
 
 PAGE = ("<page><title>{t}</title><ns>0</ns><revision><text>'''{t}''' is a [[topic|subject]] of "
-        "study.{{{{cite web|url=x}}}} It has a long history that spans many centuries of work. " + "Much more. " * 20 + "\n"
+        "study.{{{{cite web|url=x}}}} It has a long history that spans many centuries of work. "
+        + "Much more. " * 20 + "\n"
         "==See also==\n* [[Other]]</text></revision></page>")
 
 
@@ -82,7 +83,8 @@ def test_real_corpora_and_vocab_from_the_registries(tmp_path):
 
     tok = load_tokenizer(written["vocab"])
     assert len(tok) == 30522 == len(vocab.decode().splitlines())
-    assert tok(wiki[0][:3000])["input_ids"] == BertTokenizerLegacy(vocab_file=written["vocab"])(wiki[0][:3000])["input_ids"]
+    reference = BertTokenizerLegacy(vocab_file=written["vocab"])
+    assert tok(wiki[0][:3000])["input_ids"] == reference(wiki[0][:3000])["input_ids"]
 
     os.remove(written["sotu"])  # the Wikipedia excerpt is enough for an end-to-end run
     summary = prepare(str(tmp_path / "corpus" / "wiki.txt"), str(tmp_path / "data"), tokenizer_name=written["vocab"],

@@ -37,7 +37,7 @@ def take(loader, n):
 
 def test_abb_layout_int32_int8_gzip_loads_like_ours(tmp_path):
     rng = np.random.default_rng(0)
-    n, seq_len, preds = 40, 10, 3
+    n, seq_len = 40, 10
     ids = rng.integers(1000, 5000, size=(n, seq_len))
     ids[:, 0], ids[:, -1] = 101, 102
     positions = np.tile(np.array([2, 5, 0]), (n, 1))  # two predictions, then 0-padding
@@ -88,7 +88,7 @@ def test_every_rank_gets_the_same_number_of_batches(sizes, world, micro):
         for rank in range(world):
             loader = PretrainingDataLoader(path, micro, rank, world, prefetch=0)
             per_epoch = []
-            for epoch, batches in itertools.groupby(take(loader, 2 * loader.batches_per_epoch),
+            for _epoch, batches in itertools.groupby(take(loader, 2 * loader.batches_per_epoch),
                                                     key=lambda b: b.epoch):
                 batches = list(batches)
                 assert [b.index for b in batches] == list(range(len(batches)))
@@ -151,12 +151,12 @@ def test_order_is_a_pure_function_of_seed_epoch_rank(tmp_path):
 def test_more_ranks_than_shards_read_disjoint_pieces(tmp_path):
     path = make_dataset(tmp_path, [50, 50])
     loaders = [PretrainingDataLoader(path, 4, rank=r, world_size=5, prefetch=0) for r in range(5)]
-    assert len(loaders[0].slots) == 6 and len({l.batches_per_epoch for l in loaders}) == 1
-    slots = [l.slot_of(0) for l in loaders]
+    assert len(loaders[0].slots) == 6 and len({x.batches_per_epoch for x in loaders}) == 1
+    slots = [x.slot_of(0) for x in loaders]
     ranges = sorted((s.path, s.start, s.stop) for s in slots)
     for (p1, _, e1), (p2, s2, _) in zip(ranges, ranges[1:]):
         assert p1 != p2 or e1 <= s2  # no overlap within a file
-    first_rows = [set(map(tuple, take(l, l.batches_per_epoch)[0].tensors["input_ids"].tolist())) for l in loaders]
+    first_rows = [set(map(tuple, take(x, 1)[0].tensors["input_ids"].tolist())) for x in loaders]
     assert all(not (first_rows[i] & first_rows[j]) for i in range(5) for j in range(i + 1, 5))
 
 

@@ -72,7 +72,8 @@ def test_layout_dtypes_and_attributes(prepared):
             "masked_lm_positions": ((n, 12), "uint16"), "masked_lm_ids": ((n, 12), "uint16"),
             "next_sentence_labels": ((n,), "uint8")}
         assert all(f[k].compression is None for k in f)
-        assert (f.attrs["max_seq_length"], f.attrs["max_predictions_per_seq"], f.attrs["mask_token_id"]) == (64, 12, 103)
+        attrs = f.attrs
+        assert (attrs["max_seq_length"], attrs["max_predictions_per_seq"], attrs["mask_token_id"]) == (64, 12, 103)
         assert f.attrs["vocab_size"] == len((out / "tokenizer" / "vocab.txt").read_text().splitlines())
 
 
@@ -156,3 +157,34 @@ def test_rerun_into_full_folder_needs_overwrite(prepared, corpus_and_vocab):
     corpus, vocab = corpus_and_vocab
     with pytest.raises(UserError, match="already holds .*--overwrite"):
         prepare(corpus, str(out), tokenizer_name=vocab, num_workers=1, **ARGS)
+
+
+def test_document_encoding_equals_sentence_encoding(corpus_and_vocab):
+    from hpc_bert.data.samples import tokenize_shard
+    from hpc_bert.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(corpus_and_vocab[1])
+    docs = [["First sentence here.", "And a second one!"], ["Only one."], ["Ünïcode café 1790.", "x"]]
+    flat, bounds = tokenize_shard(tok.backend_tokenizer, docs, "[SEP]", tok.sep_token_id)
+    expected = [tok(s, add_special_tokens=False)["input_ids"] for d in docs for s in d]
+    got = [flat[a:b].tolist() for doc in bounds for a, b in zip(doc[:-1], doc[1:])]
+    assert got == expected
+
+
+def test_cli_prepare_with_a_trained_tokenizer_feeds_the_loader(corpus_and_vocab, tmp_path, capsys):
+    from hpc_bert.data.__main__ import main
+    from hpc_bert.data.loader import PretrainingDataLoader
+    from hpc_bert.data.tokenizer import load_tokenizer
+
+    corpus, _ = corpus_and_vocab
+    assert main(["prepare", "--input", corpus, "--output_dir", str(tmp_path), "--train_tokenizer",
+                 "--vocab_size", "400", "--max_seq_length", "32", "--dup_factor", "2",
+                 "--max_predictions_per_seq", "5", "--num_train_shards", "2", "--num_test_shards", "1",
+                 "--frac_test", "0.1", "--seed", "1"]) == 0
+    assert "train with --dataset_path" in capsys.readouterr().out
+    tok = load_tokenizer(str(tmp_path / "tokenizer"))
+    assert len(tok) <= 400 and tok.mask_token_id == 103
+    loader = PretrainingDataLoader(str(tmp_path), 8, max_seq_length=32, vocab_size=len(tok))
+    batch = next(iter(loader)).tensors
+    assert batch["input_ids"].shape == (8, 32) and int(batch["input_ids"].max()) < len(tok)
+    assert len(loader.validation_batches(4, 12)) == 3

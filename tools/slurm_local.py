@@ -42,7 +42,7 @@ from pathlib import Path
 DEFAULT_STATE_DIR = os.environ.get("HPC_BERT_SLURM_STATE_DIR", "/tmp/hpc_bert_slurm")
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 NODES = ("n1", "n2")
-PARTITIONS = ("debug", "urgent")
+PARTITIONS = ("debug", "short", "urgent")
 CLUSTER_NAME = "hpcbert"
 # Slots per node. The machine may have 2 cores: declaring more lets several small test
 # jobs run side by side (slurmd accepts it because of SlurmdParameters=config_overrides).
@@ -396,7 +396,8 @@ SlurmdLogFile={p['log']}/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 {node_lines}
-PartitionName=debug Nodes={nodes} Default=YES PriorityTier=1 MaxTime=INFINITE OverSubscribe=NO State=UP
+PartitionName=debug Nodes={nodes} Default=YES PriorityTier=1 MaxTime=INFINITE OverSubscribe=NO GraceTime=20 State=UP
+PartitionName=short Nodes={nodes} Default=NO PriorityTier=1 MaxTime=00:02:00 OverSubscribe=NO State=UP
 PartitionName=urgent Nodes={nodes} Default=NO PriorityTier=2 PreemptMode=OFF MaxTime=INFINITE OverSubscribe=NO State=UP
 """
 

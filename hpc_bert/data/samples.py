@@ -86,7 +86,8 @@ def tokenize_shard(backend, docs: list[list[str]], sep: str, sep_id: int) -> tup
 
     Each document is encoded in one call with its sentences joined by the [SEP] token, whose
     id then marks the boundaries: ~10% faster than one call per sentence and far fewer
-    Python objects. Words never merge across a boundary, so the ids equal per-sentence ones.
+    Python objects. Words never merge across a boundary, so the ids equal per-sentence ones
+    (a literal "[SEP]" in the text becomes one more sentence boundary instead of an id).
     """
     parts: list[np.ndarray] = []
     bounds: list[list[int]] = []
@@ -153,9 +154,9 @@ def mask_rows(rows: np.ndarray, lengths: np.ndarray, cfg: SampleConfig, ids: Spe
     col = np.arange(seq_len)[None, :]
     content = (col >= 1) & (col <= lengths[:, None])
     keys = np.where(content, rng.random((n, seq_len)), 2.0)
-    # the `preds` smallest keys per row, in increasing key order (a random choice of positions)
-    smallest = np.argpartition(keys, preds - 1, axis=1)[:, :preds] if preds < seq_len else \
-        np.broadcast_to(np.arange(seq_len), (n, seq_len))
+    # the `preds` smallest keys per row in increasing order: a uniform random choice of
+    # positions (preds <= seq_len - 2, checked by SampleConfig)
+    smallest = np.argpartition(keys, preds - 1, axis=1)[:, :preds]
     chosen = np.take_along_axis(smallest, np.argsort(np.take_along_axis(keys, smallest, axis=1), axis=1), axis=1)
     count = np.minimum(np.maximum(1, np.rint((lengths + 2) * cfg.masked_lm_prob)), preds).astype(np.int64)
     count = np.minimum(count, lengths)
@@ -232,9 +233,9 @@ def make_sample_shard(job: ShardJob) -> dict:
             "masked": int((positions > 0).sum()), "padding": int(n * seq_len - input_mask.sum(dtype=np.int64))}
 
 
-def _worker_init(parallel_shards: bool) -> None:
-    if parallel_shards:  # one shard per core already: Rust threads would only oversubscribe
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+def _worker_init() -> None:
+    # one shard per core already: the tokenizer's Rust threads would only oversubscribe
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
 def make_samples(text_shards: list[str], output_dir: str, tokenizer, config: SampleConfig,
@@ -271,9 +272,12 @@ def make_samples(text_shards: list[str], output_dir: str, tokenizer, config: Sam
     # spawn: no fork of a process that may hold Rust/BLAS threads; workers import only
     # numpy, h5py and tokenizers.
     ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                                initargs=(True,)) as pool:
-        # largest shards first so one big shard does not finish alone at the end
-        order = sorted(range(len(jobs)), key=lambda i: -os.path.getsize(jobs[i].text_path))
-        futures = {i: pool.submit(make_sample_shard, jobs[i]) for i in order}
-        return [futures[i].result() for i in range(len(jobs))]
+    try:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+            # largest shards first so one big shard does not finish alone at the end
+            order = sorted(range(len(jobs)), key=lambda i: -os.path.getsize(jobs[i].text_path))
+            futures = {i: pool.submit(make_sample_shard, jobs[i]) for i in order}
+            return [futures[i].result() for i in range(len(jobs))]
+    except concurrent.futures.process.BrokenProcessPool:
+        raise UserError("a sample worker process died (out of memory, or a script read from stdin, which "
+                        f"spawned workers cannot re-import): rerun with --num_workers 1 (was {workers})") from None

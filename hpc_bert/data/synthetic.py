@@ -53,14 +53,17 @@ def write_random_shard(path: str, num_samples: int, seq_len: int = 16, vocab_siz
     ids[np.arange(num_samples), lengths + 1] = 102
     if vocab_size > 2000:
         ids[:, 1] = 1000 + np.arange(num_samples) % 1000
-    positions = np.zeros((num_samples, max_predictions), np.int64)
-    labels = np.zeros_like(positions)
-    for i in range(num_samples):
-        k = min(max_predictions, int(lengths[i]))
-        pos = np.sort(rng.choice(np.arange(1, lengths[i] + 1), size=k, replace=False))
-        positions[i, :k] = pos
-        labels[i, :k] = ids[i, pos]
-        ids[i, pos] = 103
+    # up to max_predictions distinct positions among the text tokens, ascending, 0-padded
+    text = (col >= 1) & (col <= lengths[:, None])
+    keys = np.where(text, rng.random((num_samples, seq_len)), 2.0)
+    picked = np.argsort(keys, axis=1)[:, :max_predictions]
+    used = np.arange(max_predictions)[None, :] < np.minimum(max_predictions, lengths)[:, None]
+    positions = np.sort(np.where(used, picked, seq_len), axis=1)
+    used = positions < seq_len
+    positions = np.where(used, positions, 0)
+    rows = np.broadcast_to(np.arange(num_samples)[:, None], positions.shape)
+    labels = np.where(used, ids[rows, positions], 0)
+    ids[rows[used], positions[used]] = 103
     id_type, small, opts = (np.int32, np.int8, {"compression": "gzip"}) if abb else (np.uint16, np.uint8, {})
     with h5py.File(path, "w") as f:
         f.create_dataset("input_ids", data=ids.astype(id_type), **opts)

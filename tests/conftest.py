@@ -1,0 +1,8 @@
+import os
+
+# DeepSpeed JIT-compiles a CPU communication op once; keep it in one stable place so every
+# test process (and every SLURM job they submit) reuses the build.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.expanduser("~/.cache/hpc_bert/torch_extensions"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from slurm_fixture import slurm_cluster  # noqa: E402,F401  (session fixture: a real SLURM)
