@@ -59,7 +59,11 @@ class SubmitConfig:
 
     @property
     def max_requeues(self) -> int:
-        return math.ceil(self.budget / self.allocation_hours) + self.requeue_margin
+        """Allocations the budget needs, counting what each loses to startup, the signal lead
+        and SLURM's ~30 s signal jitter, plus a margin for preemptions and crashes."""
+        alloc_s = self.allocation_hours * 3600
+        useful_s = max(0.2 * alloc_s, alloc_s - (self.signal_delay_s or 90) - 30 - 60)
+        return math.ceil(self.budget * 3600 / useful_s) + self.requeue_margin
 
 
 def slurm_available() -> bool:

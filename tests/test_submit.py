@@ -38,7 +38,7 @@ def test_dry_run_key_settings():
     assert "--array=0-539%16" in glue and "afterok:<pretrain_job_id>" in glue
     assert "--kill-on-invalid-dep=yes" in glue and "--gpus-per-node=1" in glue
     assert "afterany:<glue_array_id>" in agg
-    assert "up to 9 requeues" in out  # 24 h / 4 h + margin, not submitit's 3
+    assert "up to 10 requeues" in out  # 24 h in 4 h allocations + margin, not submitit's 3
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -49,10 +49,13 @@ def cache_dir() -> Path:
     return path
 
 
-def _last_error_line(output: str) -> str:
+def _error_line(output: str) -> str:
+    """The client's most telling line: its first error that is not an error code or a
+    pointer to a log file (npm ends with "A complete log of this run ...")."""
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     errors = [ln for ln in lines if "error" in ln.lower()]
-    return (errors or lines or ["no output"])[-1][:300]
+    telling = [ln for ln in errors if "log of this run" not in ln and not ln.lower().startswith("npm error code")]
+    return (telling or errors or lines or ["no output"])[0][:300]
 
 
 def _run_client(cmd: list[str], what: str, registry: str, cached_name: str, timeout_s: float) -> None:
@@ -66,7 +69,7 @@ def _run_client(cmd: list[str], what: str, registry: str, cached_name: str, time
                         f"network or proxy, or put {cached_name} into {cache_dir()}") from None
     if proc.returncode != 0:
         raise UserError(f"could not download {what} from {registry} "
-                        f"({_last_error_line(proc.stdout + proc.stderr)}): check the network or "
+                        f"({_error_line(proc.stdout + proc.stderr)}): check the network or "
                         f"proxy, or put {cached_name} into {cache_dir()}")
 
 
@@ -95,7 +98,7 @@ def npm_tarball(spec: str, tarball_name: str, timeout_s: float = 600) -> Path:
     if final.exists():
         return final
     with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
-        cmd = ["npm", "pack", spec, "--pack-destination", tmp, "--silent",
+        cmd = ["npm", "pack", spec, "--pack-destination", tmp, "--loglevel=error",
                "--fetch-retries=1", "--fetch-timeout=60000"]
         _run_client(cmd, spec, "the npm registry", tarball_name, timeout_s)
         got = os.path.join(tmp, tarball_name)
