@@ -55,7 +55,8 @@ def render(run_dir: str) -> str:
     lines.append("")
     lines.append(f"validations: {len(vals)}" + "".join(
         f"\n  step {e['step']} ({e['progress']:.1%}): loss {e['val_loss']:.4f}" for e in vals))
-    lines.append(f"fine-tune markers: {', '.join(f'{e['marker']:g} @ step {e['step']}' for e in marks) or 'none yet'}")
+    done_markers = ", ".join(f"{e['marker']:g} @ step {e['step']}" for e in marks) or "none yet"
+    lines.append(f"fine-tune markers: {done_markers}")
     ft = os.path.join(run_dir, FINETUNE_DIR)
     if os.path.isdir(ft):
         lines.append(f"fine-tune checkpoints: {', '.join(sorted(os.listdir(ft)))}")

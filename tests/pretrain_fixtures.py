@@ -51,6 +51,13 @@ def write_shards(folder: str, vocab: int, n_train: int = 2, n_test: int = 1, per
             f["next_sentence_labels"] = np.zeros(n, np.int8)
 
 
+def vocab_and_shards(root, per_shard: int) -> tuple[str, str]:
+    """A vocab file and two train + one test shard under ``root``: (shards dir, vocab file)."""
+    vocab = os.path.join(str(root), "vocab.txt")
+    write_shards(os.path.join(str(root), "shards"), write_vocab(vocab), n_train=2, per_shard=per_shard)
+    return os.path.join(str(root), "shards"), vocab
+
+
 def tiny_flags(run_dir: str, data_dir: str, vocab_file: str, hours: float, **over) -> list[str]:
     flags = dict(tokenizer_name=vocab_file, dataset_path=data_dir, output_dir=run_dir,
                  hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,

@@ -13,7 +13,7 @@ import torch
 
 from hpc_bert.clock import Ledger
 from hpc_bert.events import read_events
-from pretrain_fixtures import tiny_flags, train, write_shards, write_vocab
+from pretrain_fixtures import tiny_flags, train, vocab_and_shards
 
 pytestmark = pytest.mark.slow
 
@@ -24,11 +24,7 @@ HOURS = STEPS * STEP_S / 3600
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("inputs")
-    vocab = str(root / "vocab.txt")
-    n = write_vocab(vocab)
-    write_shards(str(root / "shards"), n, n_train=2, per_shard=40)
-    return str(root / "shards"), vocab
+    return vocab_and_shards(tmp_path_factory.mktemp("inputs"), per_shard=40)
 
 
 def flags(run_dir, inputs, **over):
