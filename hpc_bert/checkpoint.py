@@ -21,6 +21,7 @@ import time
 import numpy as np
 import torch
 
+from hpc_bert import faults
 from hpc_bert.atomic import fsync_dir, write_json_atomic
 from hpc_bert.distributed import barrier
 from hpc_bert.errors import UserError
@@ -121,6 +122,7 @@ def save_training_checkpoint(engine, run_dir: str, rank: int, step: int, meta: d
     engine.save_checkpoint(root, tag=partial, save_latest=False)
     torch.save(rank_state, os.path.join(root, partial, f"rank_{rank}_state.pt"))
     barrier()
+    faults.at("save", step)  # tests: a signal, or a kill, in the middle of a save
     if rank == 0:
         _fsync_tree(os.path.join(root, partial))
         write_json_atomic(os.path.join(root, partial, META), {**meta, "tag": tag, "elapsed_s": elapsed_now(),

@@ -197,10 +197,16 @@ class Ledger:
             # Work the previous allocation did after the checkpoint we resume from is lost.
             prev = self.allocations[-1]
             prev.lost_s += max(0.0, prev.elapsed_last_s - resumed_elapsed_s)
+        if job_id is None:
+            job_id = os.environ.get("SLURM_JOB_ID") or (f"local-{os.environ['SUBMITIT_LOCAL_JOB_ID']}"
+                                                         if "SUBMITIT_LOCAL_JOB_ID" in os.environ
+                                                         else f"pid-{os.getpid()}")
+        if restart_count is None:  # SLURM counts requeues; elsewhere count the run's earlier allocations
+            restart_count = int(os.environ["SLURM_RESTART_COUNT"] if "SLURM_JOB_ID" in os.environ
+                                and "SLURM_RESTART_COUNT" in os.environ
+                                else 0 if "SLURM_JOB_ID" in os.environ else len(self.allocations))
         alloc = Allocation(
-            job_id=job_id if job_id is not None else os.environ.get("SLURM_JOB_ID", f"local-{os.getpid()}"),
-            restart_count=restart_count if restart_count is not None
-            else int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
+            job_id=job_id, restart_count=restart_count,
             hosts=hosts or [socket.gethostname()],
             start_wall=start_wall if start_wall is not None else time.time(),
             startup_s=startup_s, elapsed_begin_s=resumed_elapsed_s, elapsed_last_s=resumed_elapsed_s,

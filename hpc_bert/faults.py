@@ -2,7 +2,8 @@
 
 ``HPC_BERT_FAULTS="usr2@step:7,usr2@validation:2,term@marker:1,kill@step:12"`` makes the
 process send itself that signal when it reaches the point: after optimizer step N, in the
-middle of the validation at epoch N, right after saving fine-tune marker number N (1-based).
+middle of the validation at epoch N, right after saving fine-tune marker number N (1-based),
+in the middle of saving the training checkpoint of step N (files written, not yet renamed).
 The signal goes through the same handlers as one from SLURM; ``kill`` is SIGKILL, a crash.
 Each fault fires at most once per process. Unset, this costs one dict lookup per event.
 """

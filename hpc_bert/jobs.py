@@ -79,8 +79,10 @@ class PretrainJob:
         from hpc_bert import train
         try:
             rc = train.main(self.train_argv)
-        except SystemExit as e:  # user errors exit through sys.exit
-            rc = e.code if isinstance(e.code, int) else 1
+        except SystemExit as e:
+            if e.code not in (0, 1, 2, EXIT_REQUEUE):
+                raise  # submitit's own requeue (a time-limit signal during startup) exits this way
+            rc = e.code  # user errors exit through sys.exit(2)
         if rc == EXIT_REQUEUE:
             from hpc_bert.clock import Ledger  # the run dir, not the pickle, says how many allocations ran
             ledger = Ledger.load(self.run_dir)

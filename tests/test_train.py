@@ -155,6 +155,25 @@ def test_half_written_checkpoint_is_never_loaded(tmp_path, inputs, uninterrupted
     assert not (ck / "step_000000100.partial").exists()
 
 
+def test_kill_during_a_save_and_a_second_signal_during_a_save(tmp_path, inputs, uninterrupted):
+    """kill -9 between writing a checkpoint and publishing it leaves a torn .partial folder that
+    is never loaded; a second signal that lands during the stop-save changes nothing."""
+    run = tmp_path / "torn_by_kill"
+    r = train(flags(run, inputs), env_extra={"HPC_BERT_FAULTS": "kill@save:18"})  # the 2nd periodic save
+    assert r.returncode == -9
+    ck = run / "checkpoints"
+    assert (ck / "step_000000018.partial").is_dir() and not (ck / "step_000000018").exists()
+    assert json.load(open(ck / "latest.json"))["tag"] == "step_000000009"
+    r = train(flags(run, inputs), env_extra={"HPC_BERT_FAULTS": "usr2@step:20,term@save:20"})
+    assert r.returncode == 75, r.stderr[-3000:]
+    assert "resumed step_000000009" in r.stderr
+    assert json.load(open(ck / "latest.json"))["tag"] == "step_000000020"
+    r = train(flags(run, inputs))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_same_weights(run, uninterrupted)
+    assert not any(p.name.endswith(".partial") for p in ck.iterdir())
+
+
 def test_early_exit_keeps_the_full_schedule(tmp_path, inputs, uninterrupted):
     run = tmp_path / "early_exit"
     r = train(flags(run, inputs, early_exit_time_marker=STEPS / 2 * STEP_S / 3600))
