@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from dataclasses import dataclass
 
@@ -42,6 +43,24 @@ def _first_host(nodelist: str) -> str:
     return nodelist.split(",")[0].split("[")[0]
 
 
+def resolve_host(host: str) -> str:
+    """An address for ``host``: DNS, else SLURM's NodeAddr (test clusters name nodes n1, n2)."""
+    try:
+        socket.gethostbyname(host)
+        return host
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(["scontrol", "show", "node", host, "-o"], capture_output=True, text=True,
+                             timeout=30).stdout
+        for item in out.split():
+            if item.startswith("NodeAddr="):
+                return item.split("=", 1)[1]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return host
+
+
 def detect_env() -> DistEnv:
     env = os.environ
     if "RANK" in env and "WORLD_SIZE" in env:
@@ -59,7 +78,7 @@ def detect_env() -> DistEnv:
 def init_distributed(denv: DistEnv) -> str:
     """Start the process group (DeepSpeed's comm wrapper); returns the device string."""
     os.environ.update(RANK=str(denv.rank), WORLD_SIZE=str(denv.world_size), LOCAL_RANK=str(denv.local_rank),
-                      MASTER_ADDR=denv.master_addr, MASTER_PORT=str(denv.master_port))
+                      MASTER_ADDR=resolve_host(denv.master_addr), MASTER_PORT=str(denv.master_port))
     import deepspeed
     if torch.cuda.is_available():
         torch.cuda.set_device(denv.local_rank % torch.cuda.device_count())

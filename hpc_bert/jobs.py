@@ -28,25 +28,6 @@ def _slurm_end_time(job_id: str) -> float | None:
     return None
 
 
-def _resolve_host(host: str) -> str:
-    """An address for ``host``: DNS, else SLURM's NodeAddr (test clusters name nodes n1, n2)."""
-    import socket
-    try:
-        socket.gethostbyname(host)
-        return host
-    except OSError:
-        pass
-    try:
-        out = subprocess.run(["scontrol", "show", "node", host, "-o"], capture_output=True, text=True,
-                             timeout=30).stdout
-        for item in out.split():
-            if item.startswith("NodeAddr="):
-                return item.split("=", 1)[1]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return host
-
-
 def _export_distributed_env() -> tuple[int, str, bool]:
     """Rank variables for the trainer from submitit's view of the job; returns (rank, job id, local?)."""
     import submitit
@@ -54,7 +35,7 @@ def _export_distributed_env() -> tuple[int, str, bool]:
     local = "SUBMITIT_LOCAL_JOB_ID" in os.environ
     hosts = env.hostnames if not local else ["127.0.0.1"]
     os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks), LOCAL_RANK=str(env.local_rank),
-                      MASTER_ADDR=os.environ.get("MASTER_ADDR") or _resolve_host(hosts[0]),
+                      MASTER_ADDR=os.environ.get("MASTER_ADDR") or hosts[0],
                       MASTER_PORT=os.environ.get("MASTER_PORT", str(20000 + int(str(env.job_id).split("_")[0]) % 20000)))
     return env.global_rank, str(env.job_id), local
 

@@ -53,6 +53,7 @@ def write_shards(folder: str, vocab: int, n_train: int = 2, n_test: int = 1, per
 
 def vocab_and_shards(root, per_shard: int) -> tuple[str, str]:
     """A vocab file and two train + one test shard under ``root``: (shards dir, vocab file)."""
+    os.makedirs(str(root), exist_ok=True)
     vocab = os.path.join(str(root), "vocab.txt")
     write_shards(os.path.join(str(root), "shards"), write_vocab(vocab), n_train=2, per_shard=per_shard)
     return os.path.join(str(root), "shards"), vocab
