@@ -24,6 +24,7 @@ from hpc_bert.config import PretrainConfig
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
 
 SUBMITIT_DIR = "submitit"
+LOCAL_MAX_ALLOCATIONS = 6
 
 
 @dataclass
@@ -146,6 +147,14 @@ def plan(argv: list[str]):
     cluster = sub.cluster
     if cluster == "auto":
         cluster = "slurm" if slurm_available() else "local"
+    if cluster == "local":
+        # submitit's LocalExecutor relaunches a job at most 6 times (its max_retry).
+        alloc_s = sub.allocation_hours * 3600
+        needed = math.ceil(sub.budget * 3600 / max(0.2 * alloc_s, alloc_s - 25))
+        if needed > LOCAL_MAX_ALLOCATIONS:
+            raise UserError(f"--budget {sub.budget:g} h needs about {needed} allocations of {sub.allocation_hours:g} h, "
+                            f"but --cluster local runs at most {LOCAL_MAX_ALLOCATIONS}: pass --allocation_hours "
+                            f"{sub.budget / (LOCAL_MAX_ALLOCATIONS - 2) + 25 / 3600:.3g} or more")
     if cluster == "slurm" and not sub.dry_run:
         if not slurm_available():
             raise UserError("--cluster slurm but no SLURM controller answers (sinfo failed): run on a login node, "

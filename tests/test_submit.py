@@ -48,6 +48,7 @@ def test_dry_run_key_settings():
     (["--budget", "1", "--lrr", "3"], "did you mean --lr"),
     (["--budget", "1", "--glue", "missing.yaml"], "missing.yaml"),
     (["--budget", "1", "--warmup_proportion", "2"], "--warmup_proportion must lie in [0, 1)"),
+    (["--budget", "1", "--allocation_hours", "0.05"], "--cluster local runs at most 6"),
 ])
 def test_bad_input_one_line_before_submitting(args, needle, tmp_path):
     r = submit([*args, "--cluster", "local", "--run_dir", str(tmp_path / "run"), "--dry_run"])
