@@ -25,12 +25,12 @@ from hpc_bert import faults
 from hpc_bert.atomic import fsync_dir, write_json_atomic
 from hpc_bert.distributed import barrier
 from hpc_bert.errors import UserError
+from hpc_bert.layout import FINETUNE_DIR
 
 CHECKPOINTS = "checkpoints"
 POINTER = "latest.json"
 META = "meta.json"
 TAG_RE = re.compile(r"^step_(\d{9})$")
-FINETUNE_DIR = "finetune_checkpoints"
 
 
 def checkpoints_dir(run_dir: str) -> str:
@@ -156,10 +156,6 @@ def load_training_checkpoint(engine, run_dir: str, rank: int, tag: str) -> dict:
 
 def finetune_dir(run_dir: str, name: str) -> str:
     return os.path.join(run_dir, FINETUNE_DIR, name)
-
-
-def marker_name(marker: float) -> str:
-    return f"marker_{marker:g}"
 
 
 def finetune_checkpoint_exists(run_dir: str, name: str) -> bool:

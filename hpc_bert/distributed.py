@@ -16,8 +16,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-# Exit status that asks the launcher to requeue the job (EX_TEMPFAIL).
-EXIT_REQUEUE = 75
 DEADLINE_ENV = "HPC_BERT_ALLOCATION_END"
 
 SIGNAL_REASONS = {signal.SIGUSR2: "timeout", signal.SIGTERM: "preempted", signal.SIGINT: "signal"}

@@ -11,6 +11,8 @@ import sys
 from typing import Callable, TypeVar
 
 EXIT_USER_ERROR = 2
+# The trainer stopped early (signal, allocation deadline) after saving: requeue to continue.
+EXIT_REQUEUE = 75  # EX_TEMPFAIL
 
 F = TypeVar("F", bound=Callable[..., int | None])
 

@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 
-EXIT_REQUEUE = 75  # same value as hpc_bert.distributed.EXIT_REQUEUE; no torch import here
+from hpc_bert.errors import EXIT_REQUEUE
+
 LOCAL_REQUEUE_EXIT = 144  # submitit's LocalExecutor relaunches tasks that exit with it
 
 

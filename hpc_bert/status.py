@@ -6,10 +6,11 @@ import os
 import sys
 import time
 
-from hpc_bert.checkpoint import FINETUNE_DIR, find_latest
+from hpc_bert.checkpoint import find_latest
 from hpc_bert.clock import Ledger
 from hpc_bert.errors import UserError, exit_on_user_error
 from hpc_bert.events import read_events
+from hpc_bert.layout import FINETUNE_DIR
 
 
 def _fmt_wall(t: float | None) -> str:

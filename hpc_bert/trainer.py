@@ -21,15 +21,16 @@ from dataclasses import dataclass, field
 import torch
 
 from hpc_bert import faults, schedule
-from hpc_bert.checkpoint import (find_latest, load_training_checkpoint, marker_name, rng_state,
+from hpc_bert.checkpoint import (find_latest, load_training_checkpoint, rng_state,
                                  save_finetune_checkpoint, save_training_checkpoint, set_rng_state,
                                  finetune_checkpoint_exists, check_free_space)
 from hpc_bert.clock import BudgetClock, Ledger
 from hpc_bert.cli import flat_dict
-from hpc_bert.distributed import (EXIT_REQUEUE, StopFlag, all_agree_max, all_sum, allocation_end, barrier,
+from hpc_bert.distributed import (StopFlag, all_agree_max, all_sum, allocation_end, barrier,
                                   detect_env, init_distributed)
-from hpc_bert.errors import UserError
+from hpc_bert.errors import EXIT_REQUEUE, UserError
 from hpc_bert.events import EventLog
+from hpc_bert.layout import FINAL_NAME, marker_name
 from hpc_bert.model import MaskedLM, build_hf_model, build_optimizer, count_parameters, padded_vocab_size
 from hpc_bert.runlock import RunLock
 
@@ -315,7 +316,7 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
     if reason != "error":
         save_checkpoint(reason, elapsed)
         if finished and s.finetune_checkpoint_at_end:
-            save_hf("final", {"reason": reason})
+            save_hf(FINAL_NAME, {"reason": reason})
     # every rank must hold the same weights: compare a checksum across ranks
     checksum = float(sum(p.detach().double().sum() for p in engine.module.parameters()))
     hi, neg_lo = all_agree_max([checksum, -checksum], device)
