@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
-# One prepared script for a lent GPU (device tool), under 8 minutes. Run from the repo root:
+# One prepared script for a lent GPU (device tool), about 7 minutes. Run from the repo root:
 #   (here, once)  bash tools/gpu_wheels.sh         # fills .whl/ (ignored by git)
 #   (device)      bash bench/gpu.sh                # with carry: [".whl"]
-# Prints: BERT-large seq128 bf16 samples/s and MFU (ours vs HF Trainer), checkpoint save time.
+# Prints: BERT-large seq128 bf16 samples/s and MFU (ours vs HF Trainer), checkpoint save and
+# restart times for BERT-large in bf16, and a stop + resume of the tiny model
+# under fp16 + ZeRO-2 and bf16 + ZeRO-1 (paths a CPU cannot run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD:$PWD/.whl/site${PYTHONPATH:+:$PYTHONPATH}"
-export TORCH_EXTENSIONS_DIR=/tmp/hpc_bert_ext
-python -m pip install -q --no-index --no-deps --target .whl/site .whl/*.whl 2>&1 | tail -2
+PY=${PYTHON:-python3}
+LOG=${OUT:-/tmp}/gpu_log.txt
+"$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/hpc_bert_site .whl/*.whl \
+    || { echo "wheel install failed: run tools/gpu_wheels.sh here and carry .whl"; exit 1; }
+export PYTHONPATH="$PWD:/tmp/hpc_bert_site${PYTHONPATH:+:$PYTHONPATH}"
+export TORCH_EXTENSIONS_DIR=/tmp/hpc_bert_ext PYTHONUNBUFFERED=1
+{
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python - <<'PY'
-import torch, transformers, deepspeed
-print("torch", torch.__version__, "transformers", transformers.__version__, "deepspeed", deepspeed.__version__)
-PY
+"$PY" -c 'import torch, transformers, deepspeed; print("torch", torch.__version__, "transformers", transformers.__version__, "deepspeed", deepspeed.__version__)'
 echo "== BERT-large, seq 128, bf16: training step =="
-timeout 300 python bench/train_step.py --preset large --device cuda --bf16 --micro 128 --seq 128 --steps 20 --warmup 5
-echo "== checkpoint save / restart, BERT-base (GPU) =="
-timeout 150 python bench/preempt.py --presets base
+timeout 150 "$PY" bench/train_step.py --preset large --device cuda --bf16 --micro 128 --seq 128 --steps 20 --warmup 5 2>&1 \
+    | grep -v -i -E "warn|^\[" ; echo "rc ${PIPESTATUS[0]}"
+echo "== signal -> saved + exit, restart -> first step, BERT-large bf16 =="
+timeout 170 "$PY" bench/preempt.py --presets large --flags "--bf16 true" 2>&1 | grep -v -i warn; echo "rc ${PIPESTATUS[0]}"
+echo "== precision / ZeRO paths: tiny model stopped and resumed (~40 s each) =="
+timeout 70 "$PY" bench/preempt.py --presets tiny --flags "--bf16 true --zero_stage 1" 2>&1 | grep -v -i warn; echo "rc ${PIPESTATUS[0]}"
+timeout 70 "$PY" bench/preempt.py --presets tiny --flags "--fp16 true --zero_stage 2" 2>&1 | grep -v -i warn; echo "rc ${PIPESTATUS[0]}"
+} 2>&1 | tee "$LOG"

@@ -6,7 +6,7 @@ For the tiny and the BERT-base shapes (wall clock, CPU unless a GPU is present):
   restart -> step:  a new process until its first optimizer step after resuming (imports,
                     model build, DeepSpeed init, checkpoint load), from the ledger's startup_s.
 
-    python bench/preempt.py [--presets tiny,base]
+    python bench/preempt.py [--presets tiny,base,large] [--flags "--bf16 true --zero_stage 1"]
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 from pretrain_fixtures import tiny_flags, write_shards, write_vocab  # noqa: E402
 
 SHAPES = {"tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512),
-          "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)}
+          "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+          "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)}
 
 
 def first_train_event(run_dir: str, timeout: float) -> None:
@@ -37,10 +38,10 @@ def first_train_event(run_dir: str, timeout: float) -> None:
     raise RuntimeError("training did not log a step in time")
 
 
-def measure(preset: str, root: str, vocab: str, shards: str) -> dict:
+def measure(preset: str, root: str, vocab: str, shards: str, extra: dict) -> dict:
     run = os.path.join(root, f"run_{preset}")
     flags = tiny_flags(run, shards, vocab, 1.0, print_steps=1, checkpoint_every_minutes=1000,
-                       max_position_embeddings=128, **SHAPES[preset])
+                       max_position_embeddings=128, **SHAPES[preset], **extra)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "hpc_bert.train", *flags]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -50,6 +51,7 @@ def measure(preset: str, root: str, vocab: str, shards: str) -> dict:
     rc = proc.wait(600)
     stop_s = time.monotonic() - t0
     assert rc == 75, proc.stderr.read()[-2000:]
+    print(f"{preset}: signal -> saved + exit {stop_s:.2f} s; restarting", flush=True)
     saves = [json.loads(x) for x in open(os.path.join(run, "metrics.jsonl")) if '"checkpoint"' in x]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     first_train_event_after = time.monotonic()
@@ -71,13 +73,17 @@ def measure(preset: str, root: str, vocab: str, shards: str) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", default="tiny,base")
+    p.add_argument("--flags", default="", help='extra trainer flags, e.g. "--bf16 true --zero_stage 1"')
     args = p.parse_args()
+    words = args.flags.split()
+    extra = {k.lstrip("-"): v for k, v in zip(words[::2], words[1::2])}
     with tempfile.TemporaryDirectory() as root:
         vocab = os.path.join(root, "vocab.txt")
         n = write_vocab(vocab, n_words=30517)  # BERT's vocabulary size
         shards = os.path.join(root, "shards")
         write_shards(shards, n, n_train=2, per_shard=256, seq_len=128, n_pred=20)
-        rows = [measure(p, root, vocab, shards) for p in args.presets.split(",")]
+        rows = [measure(p, root, vocab, shards, extra) for p in args.presets.split(",")]
+    print(f"trainer flags: {args.flags or '(defaults)'}")
     print(f"{'preset':8} {'signal->exit s':>15} {'of which save s':>16} {'restart->first step s':>22}")
     for r in rows:
         print(f"{r['preset']:8} {r['signal_to_exit_s']:15.2f} {r['save_s']:16.2f} {r['restart_to_first_step_s']:22.2f}")

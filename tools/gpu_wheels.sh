@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 mkdir -p .whl
 PY=${PYTHON:-.venv/bin/python}
 "$PY" -m pip wheel --no-deps --no-build-isolation -w .whl "deepspeed==0.19.8"
-"$PY" -m pip download --no-deps -d .whl hjson annotated-types typing-inspection "pydantic>=2" submitit cloudpickle
+"$PY" -m pip download --no-deps -d .whl hjson annotated-types typing-inspection "pydantic>=2" submitit cloudpickle "typing_extensions>=4.16"
 "$PY" -m pip download --no-deps -d .whl --only-binary=:all: --python-version 3.12 \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 pydantic-core
 ls -la .whl
