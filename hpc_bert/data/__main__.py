@@ -25,8 +25,8 @@ def _log(msg: str) -> None:
 
 @dataclass
 class FetchArgs:
-    output_dir: str | None = field(None, help="folder for wiki.txt, sotu.txt, vocab.txt")
-    sources: tuple[str, ...] = field(("wiki", "sotu"), help="any of wiki,sotu,vocab")
+    output_dir: str | None = field(None, help="folder for wiki.txt, sotu.txt, brown.txt, lee.txt, vocab.txt")
+    sources: tuple[str, ...] = field(("wiki", "sotu"), help="any of wiki,sotu,brown,lee,vocab")
     vocab: bool = field(False, help="also extract BERT's uncased vocab.txt (same as adding vocab to --sources)")
 
     def __post_init__(self):

