@@ -29,6 +29,22 @@ def sh(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, cwd=REPO)
 
 
+CORPORA = {"general": ("general",), "in_domain": ("in_domain",), "both": ("general", "in_domain")}
+
+
+def write_corpus(directory: str, name: str) -> None:
+    """Text files, one document per line, for `hpc_bert.data prepare`."""
+    tmp = directory + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for part in CORPORA[name]:
+        if part == "general":
+            sh([sys.executable, "-m", "hpc_bert.data", "fetch", "--sources", "wiki,sotu,brown,lee", "--output_dir", tmp])
+        else:  # the same split as data/glue_data/SST-2: dev and test movies stay unseen
+            sh([sys.executable, "tools/make_sst2_from_rotten_tomatoes.py", "--out", "data/glue_data",
+                "--unlabeled_corpus", os.path.join(tmp, "rotten_tomatoes_train.txt")])
+    os.replace(tmp, directory)
+
+
 def finetune(model_dir: str, out: str, lr: float, args) -> float:
     sh([sys.executable, "-m", "hpc_bert.finetune", "--model_name_or_path", model_dir, "--task_name", "SST-2",
         "--data_dir", "data/glue_data", "--output_dir", out, "--overwrite_output_dir", "--do_train", "--do_eval",
@@ -50,18 +66,21 @@ def main() -> int:
     p.add_argument("--pretrain_flags", default="--train_batch_size 64 --train_micro_batch_size_per_gpu 32 --lr 3e-3",
                    help="extra flags for hpc_bert.train")
     p.add_argument("--seq_len", type=int, default=64, help="pretraining sequence length")
+    p.add_argument("--corpus", choices=sorted(CORPORA), default="general",
+                   help="general: wiki + SOTU + Brown + Lee; in_domain: the train movies' synopses and snippets "
+                        "without labels (task-adaptive pretraining); both: the two together")
     p.add_argument("--reuse", action="store_true", help="keep an earlier pretraining run in --run_dir")
     p.add_argument("--run_dir", default="runs/quality")
     args = p.parse_args()
     os.chdir(REPO)
     from hpc_bert.demo import prepare_data
     prepare_data()  # the SST-2-format task
-    if not os.path.exists("data/quality/corpus/brown.txt"):
-        sh([sys.executable, "-m", "hpc_bert.data", "fetch", "--sources", "wiki,sotu,brown,lee",
-            "--output_dir", "data/quality/corpus"])
-    data_dir = "data/quality" if args.seq_len == 128 else f"data/quality{args.seq_len}"
+    corpus = f"data/quality/corpus_{args.corpus}"
+    if not os.path.isdir(corpus):
+        write_corpus(corpus, args.corpus)
+    data_dir = f"data/quality/{args.corpus}{args.seq_len}"
     if not os.path.exists(os.path.join(data_dir, "prepare.json")):
-        sh([sys.executable, "-m", "hpc_bert.data", "prepare", "--input", "data/quality/corpus",
+        sh([sys.executable, "-m", "hpc_bert.data", "prepare", "--input", corpus,
             "--output_dir", data_dir, "--train_tokenizer", "--vocab_size", "8192",
             "--max_seq_length", str(args.seq_len), "--max_predictions_per_seq", str(args.seq_len * 20 // 128),
             "--dup_factor", "2", "--num_train_shards", "8",

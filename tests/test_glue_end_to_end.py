@@ -222,3 +222,20 @@ def test_tool_refuses_a_missing_wheel(tmp_path):
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "nope.whl does not exist" in proc.stderr
+
+
+def test_unlabeled_corpus_holds_only_train_movies(tmp_path):
+    """The in-domain pretraining text (bench/quality.py --corpus in_domain) must never show the
+    model a dev or test movie, and carries no labels: one document per train movie, synopsis first."""
+    tool = _load_tool()
+    movies = {}
+    for i in range(200):  # find a movie name in each split of the hash
+        movies.setdefault(tool.split_of(f"Movie {i}", 0.1, 0.1), f"Movie {i}")
+    assert set(movies) == {"train", "dev", "test"}
+    rows = [{"category": cat, "text": f"{split} {cat} text\twith  tab", "movie_name": movie}
+            for split, movie in movies.items() for cat in ("fresh", "rotten", "plot")]
+    path = tmp_path / "corpus" / "rt.txt"
+    assert tool.write_unlabeled_corpus(rows, str(path), 0.1, 0.1) == 1
+    assert path.read_text() == "train plot text with tab train fresh text with tab train rotten text with tab\n"
+    # The labelled task is unchanged by the extra output: plot rows never become examples.
+    assert sorted(label for _, label, _ in tool.read_snippets(rows)) == ["0", "0", "0", "1", "1", "1"]

