@@ -8,6 +8,7 @@ requeue exit code), anything else -> the job fails, so ``afterok`` dependents ar
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +40,17 @@ def _export_distributed_env() -> tuple[int, str, bool]:
                       MASTER_ADDR=os.environ.get("MASTER_ADDR") or hosts[0],
                       MASTER_PORT=os.environ.get("MASTER_PORT", str(20000 + int(str(env.job_id).split("_")[0]) % 20000)))
     return env.global_rank, str(env.job_id), local
+
+
+def ignore_late_stop_signals() -> None:
+    """The budget is spent and saved: ignore the time-limit / preemption signals from here on.
+
+    The budget's end can coincide with the allocation's warning signal. Python resets its own
+    handlers to the default (terminate) while the interpreter shuts down, so a SIGUSR2 arriving
+    then would kill a finished job, SLURM would mark it failed, and the afterok GLUE array would be
+    cancelled. SIG_IGN survives the shutdown."""
+    for signum in (signal.SIGUSR2, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 class PretrainJob:
@@ -80,6 +92,7 @@ class PretrainJob:
             sys.exit(EXIT_REQUEUE)
         if rc != 0:
             raise RuntimeError(f"pretraining exited with status {rc}: see the job's log")
+        ignore_late_stop_signals()
         return 0
 
     def checkpoint(self):
