@@ -48,8 +48,9 @@ def ignore_late_stop_signals() -> None:
     The budget's end can coincide with the allocation's warning signal. Python resets its own
     handlers to the default (terminate) while the interpreter shuts down, so a SIGUSR2 arriving
     then would kill a finished job, SLURM would mark it failed, and the afterok GLUE array would be
-    cancelled. SIG_IGN survives the shutdown."""
-    for signum in (signal.SIGUSR2, signal.SIGTERM):
+    cancelled. SIG_IGN survives the shutdown. The signals are the trainer's stop signals."""
+    from hpc_bert.distributed import SIGNAL_REASONS  # imports torch: only once training ran
+    for signum in SIGNAL_REASONS:
         signal.signal(signum, signal.SIG_IGN)
 
 
