@@ -8,7 +8,7 @@ the Rotten Tomatoes task in SST-2 format. Each init gets the same learning-rate 
 reports the median over seeds at its best learning rate (the paper's protocol); prints both and their difference
 (goal: >= 5 points).
 
-    python bench/quality.py [--budget_hours 0.2] [--seq_len 64] [--train_samples 4000] [--epochs 3] [--lrs 1e-4,3e-4,1e-3]
+    python bench/quality.py [--budget_hours 0.2] [--seq_len 64] [--train_samples 1000,4000] [--epochs 10,3] [--lrs 1e-4,3e-4,1e-3]
                             [--seeds 1,2,3] [--corpus in_domain|general|both] [--pretrain_flags "--lr 3e-3"] [--reuse]
 """
 from __future__ import annotations
@@ -45,12 +45,12 @@ def write_corpus(directory: str, name: str) -> None:
     os.replace(tmp, directory)
 
 
-def finetune(model_dir: str, out: str, lr: float, seed: int, args) -> dict:
-    """One fine-tuning run; returns its results.json record."""
+def finetune(model_dir: str, out: str, labels: int, epochs: int, lr: float, seed: int) -> dict:
+    """One fine-tuning run on the first `labels` training examples; returns its results.json record."""
     sh([sys.executable, "-m", "hpc_bert.finetune", "--model_name_or_path", model_dir, "--task_name", "SST-2",
         "--data_dir", "data/glue_data", "--output_dir", out, "--overwrite_output_dir", "--do_train", "--do_eval",
         "--max_seq_length", "64", "--per_device_train_batch_size", "32", "--learning_rate", str(lr),
-        "--num_train_epochs", str(args.epochs), "--max_train_samples", str(args.train_samples),
+        "--num_train_epochs", str(epochs), "--max_train_samples", str(labels),
         "--warmup_steps", "20", "--seed", str(seed), "--evaluation_strategy", "no"])
     with open(os.path.join(out, "results.json")) as fh:
         return json.load(fh)
@@ -59,8 +59,10 @@ def finetune(model_dir: str, out: str, lr: float, seed: int, args) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget_hours", type=float, default=0.2)
-    p.add_argument("--train_samples", type=int, default=4000)
-    p.add_argument("--epochs", type=int, default=3)
+    # pretraining's value is label efficiency, so the bench reports a curve: fewer labels get more
+    # epochs so that every label count trains for a comparable number of steps
+    p.add_argument("--train_samples", default="1000,4000", help="label counts, one comparison each")
+    p.add_argument("--epochs", default="10,3", help="fine-tuning epochs, one per label count")
     p.add_argument("--seeds", default="1,2,3", help="fine-tuning seeds per learning rate (median reported)")
     p.add_argument("--lrs", default="1e-4,3e-4,1e-3", help="fine-tuning learning rates, swept for both inits")
     # seq 64, batch 64, lr 3e-3 left the MLM plateau in 12 minutes on the general corpus (val loss
@@ -76,7 +78,18 @@ def main() -> int:
                         "without labels (task-adaptive pretraining); both: the two together")
     p.add_argument("--reuse", action="store_true", help="keep an earlier pretraining run in --run_dir")
     p.add_argument("--run_dir", default="runs/quality")
+    p.add_argument("--checkpoint", default="final", help="which of run_dir/finetune_checkpoints to fine-tune")
     args = p.parse_args()
+    try:
+        label_counts = [int(x) for x in args.train_samples.split(",")]
+        epochs_per_count = [int(x) for x in args.epochs.split(",")]
+        lrs = [float(x) for x in args.lrs.split(",")]
+        seeds = [int(x) for x in args.seeds.split(",")]
+    except ValueError as e:
+        p.error(f"--train_samples, --epochs, --lrs and --seeds take comma-separated numbers ({e}): e.g. --train_samples 1000,4000")
+    if len(epochs_per_count) != len(label_counts):
+        p.error(f"--epochs needs one value per --train_samples count ({len(label_counts)}), got {args.epochs!r}: "
+                "e.g. --train_samples 1000,4000 --epochs 10,3")
     os.chdir(REPO)
     from hpc_bert.demo import prepare_data
     prepare_data()  # the SST-2-format task
@@ -96,7 +109,7 @@ def main() -> int:
         sh([sys.executable, "-m", "hpc_bert.train", "--config", "configs/pretrain/tiny.yaml", *data, "--output_dir",
             args.run_dir, "--total_training_time", str(args.budget_hours), "--finetune_checkpoint_at_end",
             "--finetune_time_markers", "", "--progress_bar", "false", *args.pretrain_flags.split()])
-    pretrained = os.path.join(REPO, args.run_dir, "finetune_checkpoints", "final")
+    pretrained = os.path.join(REPO, args.run_dir, "finetune_checkpoints", args.checkpoint)
     # the same architecture and tokenizer, never trained
     from hpc_bert.checkpoint import save_finetune_checkpoint
     from hpc_bert.cli import parse_config
@@ -110,22 +123,24 @@ def main() -> int:
     scratch_run = os.path.join(REPO, args.run_dir, "random_init")
     save_finetune_checkpoint(build_hf_model(cfg.model, padded_vocab_size(len(tok))), tok, scratch_run, "model", {})
     scratch = os.path.join(scratch_run, "finetune_checkpoints", "model")
-    lrs = [float(x) for x in args.lrs.split(",")]
-    seeds = [int(x) for x in args.seeds.split(",")]
     # the GLUE protocol (Izsak et al. 2021): median over seeds per learning rate, best median wins
     from hpc_bert.glue.aggregate import choose_setting
-    results = {name: choose_setting("SST-2", [finetune(model, os.path.join(REPO, args.run_dir, f"sst2_{name}_lr{lr:g}_s{seed}"),
-                                                       lr, seed, args) for lr in lrs for seed in seeds])
-               for name, model in (("pretrained", pretrained), ("random", scratch))}
-    print(f"\nSST-2 (Rotten Tomatoes) dev accuracy, {args.train_samples} labels, after "
-          f"{args.budget_hours * 60:.0f} CPU minutes of pretraining; median over seeds {args.seeds} "
-          "(fine-tuning lr: accuracy):")
-    for name, res in results.items():
-        print(f"  {name:12s} " + "  ".join(f"{lr:g}: {100 * med:.2f}" for lr, _bs, med, _n in res.candidates))
-    acc_pre, acc_rand = results["pretrained"].score, results["random"].score
-    print(f"  best pretrained:  {100 * acc_pre:.2f}")
-    print(f"  best random init: {100 * acc_rand:.2f}")
-    print(f"  difference:  {100 * (acc_pre - acc_rand):+.2f} points (goal >= +5)")
+    print(f"\nSST-2 (Rotten Tomatoes) dev accuracy after {args.budget_hours * 60:.0f} CPU minutes of pretraining; "
+          f"median over seeds {args.seeds} at the best fine-tuning lr (goal: pretrained >= random init + 5 points)")
+    table = []
+    for labels, epochs in zip(label_counts, epochs_per_count):
+        best = {}
+        for name, model in (("pretrained", pretrained), ("random", scratch)):
+            runs = [finetune(model, os.path.join(REPO, args.run_dir, f"sst2_{name}_n{labels}_lr{lr:g}_s{seed}"),
+                             labels, epochs, lr, seed) for lr in lrs for seed in seeds]
+            res = choose_setting("SST-2", runs)
+            best[name] = res.score
+            print(f"  {labels} labels, {name:10s} " + "  ".join(f"lr {lr:g}: {100 * med:.2f}" for lr, _bs, med, _n in res.candidates),
+                  flush=True)
+        table.append((labels, best["pretrained"], best["random"]))
+    print("\n| labels | pretrained | random init | difference |\n|---:|---:|---:|---:|")
+    for labels, pre, rand in table:
+        print(f"| {labels} | {100 * pre:.2f} | {100 * rand:.2f} | {100 * (pre - rand):+.2f} |")
     return 0
 
 
