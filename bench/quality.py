@@ -9,7 +9,8 @@ reports the median over seeds at its best learning rate (the paper's protocol); 
 (goal: >= 5 points).
 
     python bench/quality.py [--budget_hours 0.2] [--seq_len 64] [--train_samples 1000,4000] [--epochs 10,3] [--lrs 1e-4,3e-4,1e-3]
-                            [--seeds 1,2,3] [--corpus in_domain|general|both] [--pretrain_flags "--lr 3e-3"] [--reuse]
+                            [--seeds 1,2,3] [--corpus in_domain|general|both] [--pretrain_flags "--lr 3e-3"]
+                            [--reuse [--checkpoint final|marker_F]]
 """
 from __future__ import annotations
 
@@ -56,15 +57,26 @@ def finetune(model_dir: str, out: str, labels: int, epochs: int, lr: float, seed
         return json.load(fh)
 
 
+def numbers(kind):
+    """argparse type for a comma-separated list; a bad entry makes argparse name the flag."""
+    def parse(text: str) -> list:
+        return [kind(x) for x in text.split(",")]
+    parse.__name__ = f"comma-separated {kind.__name__}"
+    return parse
+
+
 def main() -> int:
+    from hpc_bert.layout import FINAL_NAME, FINETUNE_DIR
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget_hours", type=float, default=0.2)
     # pretraining's value is label efficiency, so the bench reports a curve: fewer labels get more
     # epochs so that every label count trains for a comparable number of steps
-    p.add_argument("--train_samples", default="1000,4000", help="label counts, one comparison each")
-    p.add_argument("--epochs", default="10,3", help="fine-tuning epochs, one per label count")
-    p.add_argument("--seeds", default="1,2,3", help="fine-tuning seeds per learning rate (median reported)")
-    p.add_argument("--lrs", default="1e-4,3e-4,1e-3", help="fine-tuning learning rates, swept for both inits")
+    p.add_argument("--train_samples", type=numbers(int), default="1000,4000", help="label counts, one comparison each")
+    p.add_argument("--epochs", type=numbers(int), default="10,3", help="fine-tuning epochs, one per label count")
+    p.add_argument("--seeds", type=numbers(int), default="1,2,3",
+                   help="fine-tuning seeds per learning rate (median reported)")
+    p.add_argument("--lrs", type=numbers(float), default="1e-4,3e-4,1e-3",
+                   help="fine-tuning learning rates, swept for both inits")
     # seq 64, batch 64, lr 3e-3 left the MLM plateau in 12 minutes on the general corpus (val loss
     # 6.3 -> 4.8); seq 128, batch 32, lr 2e-3 stayed on it (5.9, the unigram entropy is 6.8). On the
     # in-domain text, 15% static masks stayed on it for 12 minutes (6.27) while 40% dynamic masks
@@ -78,18 +90,15 @@ def main() -> int:
                         "without labels (task-adaptive pretraining); both: the two together")
     p.add_argument("--reuse", action="store_true", help="keep an earlier pretraining run in --run_dir")
     p.add_argument("--run_dir", default="runs/quality")
-    p.add_argument("--checkpoint", default="final", help="which of run_dir/finetune_checkpoints to fine-tune")
+    p.add_argument("--checkpoint", default=FINAL_NAME, help=f"which of run_dir/{FINETUNE_DIR} to fine-tune")
     args = p.parse_args()
-    try:
-        label_counts = [int(x) for x in args.train_samples.split(",")]
-        epochs_per_count = [int(x) for x in args.epochs.split(",")]
-        lrs = [float(x) for x in args.lrs.split(",")]
-        seeds = [int(x) for x in args.seeds.split(",")]
-    except ValueError as e:
-        p.error(f"--train_samples, --epochs, --lrs and --seeds take comma-separated numbers ({e}): e.g. --train_samples 1000,4000")
-    if len(epochs_per_count) != len(label_counts):
-        p.error(f"--epochs needs one value per --train_samples count ({len(label_counts)}), got {args.epochs!r}: "
+    if len(args.epochs) != len(args.train_samples):
+        p.error(f"--epochs needs one value per --train_samples count ({len(args.train_samples)}), got {args.epochs}: "
                 "e.g. --train_samples 1000,4000 --epochs 10,3")
+    pretrained = os.path.join(REPO, args.run_dir, FINETUNE_DIR, args.checkpoint)
+    if args.reuse and not os.path.isdir(pretrained):
+        p.error(f"--reuse: {pretrained} does not exist: drop --reuse to pretrain, or pass --checkpoint NAME "
+                f"of a folder in {os.path.dirname(pretrained)}")
     os.chdir(REPO)
     from hpc_bert.demo import prepare_data
     prepare_data()  # the SST-2-format task
@@ -109,7 +118,6 @@ def main() -> int:
         sh([sys.executable, "-m", "hpc_bert.train", "--config", "configs/pretrain/tiny.yaml", *data, "--output_dir",
             args.run_dir, "--total_training_time", str(args.budget_hours), "--finetune_checkpoint_at_end",
             "--finetune_time_markers", "", "--progress_bar", "false", *args.pretrain_flags.split()])
-    pretrained = os.path.join(REPO, args.run_dir, "finetune_checkpoints", args.checkpoint)
     # the same architecture and tokenizer, never trained
     from hpc_bert.checkpoint import save_finetune_checkpoint
     from hpc_bert.cli import parse_config
@@ -122,17 +130,17 @@ def main() -> int:
     torch.manual_seed(0)
     scratch_run = os.path.join(REPO, args.run_dir, "random_init")
     save_finetune_checkpoint(build_hf_model(cfg.model, padded_vocab_size(len(tok))), tok, scratch_run, "model", {})
-    scratch = os.path.join(scratch_run, "finetune_checkpoints", "model")
+    scratch = os.path.join(scratch_run, FINETUNE_DIR, "model")
     # the GLUE protocol (Izsak et al. 2021): median over seeds per learning rate, best median wins
     from hpc_bert.glue.aggregate import choose_setting
     print(f"\nSST-2 (Rotten Tomatoes) dev accuracy after {args.budget_hours * 60:.0f} CPU minutes of pretraining; "
           f"median over seeds {args.seeds} at the best fine-tuning lr (goal: pretrained >= random init + 5 points)")
     table = []
-    for labels, epochs in zip(label_counts, epochs_per_count):
+    for labels, epochs in zip(args.train_samples, args.epochs):
         best = {}
         for name, model in (("pretrained", pretrained), ("random", scratch)):
             runs = [finetune(model, os.path.join(REPO, args.run_dir, f"sst2_{name}_n{labels}_lr{lr:g}_s{seed}"),
-                             labels, epochs, lr, seed) for lr in lrs for seed in seeds]
+                             labels, epochs, lr, seed) for lr in args.lrs for seed in args.seeds]
             res = choose_setting("SST-2", runs)
             best[name] = res.score
             print(f"  {labels} labels, {name:10s} " + "  ".join(f"lr {lr:g}: {100 * med:.2f}" for lr, _bs, med, _n in res.candidates),
