@@ -71,6 +71,9 @@ class FinetuneConfig:
     dataloader_num_workers: int = field(0)
     disable_tqdm: bool | None = field(None, help="default: no progress bar when stderr is not a terminal")
     save_model: bool = field(False, help="also save the fine-tuned model to --output_dir")
+    # Pretraining may run without dropout (configs/pretrain/tiny.yaml; Geiping & Goldstein 2022),
+    # while BERT fine-tunes with 0.1: this sets hidden, attention and classifier dropout.
+    dropout: float | None = field(None, help="dropout while fine-tuning, e.g. 0.1 (BERT's); default: the checkpoint's")
 
     def __post_init__(self):
         for name in ("model_name_or_path", "task_name", "output_dir"):
@@ -103,6 +106,8 @@ class FinetuneConfig:
         if self.warmup_steps >= 1 and not float(self.warmup_steps).is_integer():
             raise ConfigError(f"--warmup_steps {self.warmup_steps} must be a whole number of steps or a "
                               "fraction below 1")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}: e.g. --dropout 0.1")
         if self.fp16 and self.bf16:
             raise ConfigError("--fp16 and --bf16 are both set: choose one precision")
 
@@ -169,6 +174,9 @@ def load_model(cfg: FinetuneConfig, task: TaskSpec):
     if not task.is_regression:
         kwargs["id2label"] = dict(enumerate(task.labels))
         kwargs["label2id"] = {label: i for i, label in enumerate(task.labels)}
+    if cfg.dropout is not None:
+        kwargs.update(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+                      classifier_dropout=cfg.dropout)
     return AutoModelForSequenceClassification.from_pretrained(cfg.model_name_or_path, **kwargs)
 
 

@@ -116,6 +116,27 @@ def test_finetune_keyword_sst2_beats_chance_and_guards_results(keyword_setup, ca
     assert json.load(open(os.path.join(out, "results.json")))["finished_at"] == rec["finished_at"]
 
 
+def test_dropout_flag_overrides_a_checkpoint_pretrained_without_it(keyword_setup):
+    """configs/pretrain/tiny.yaml pretrains without dropout; fine-tuning may put BERT's 0.1 back."""
+    import torch
+
+    from hpc_bert.cli import parse_config
+    from hpc_bert.glue.tasks import get_task
+    _, _, ckpt = keyword_setup
+    argv = ["--model_name_or_path", ckpt, "--task_name", "SST-2", "--output_dir", "x", "--do_train"]
+
+    def model_for(*extra):
+        cfg, _ = parse_config(finetune.FinetuneConfig, argv + list(extra), prog="finetune")
+        return finetune.load_model(cfg, get_task("SST-2")).train()
+
+    assert model_for().config.hidden_dropout_prob == 0.0  # default: the checkpoint's
+    model = model_for("--dropout", "0.1")
+    c = model.config
+    assert c.hidden_dropout_prob == c.attention_probs_dropout_prob == c.classifier_dropout == 0.1
+    ids = torch.ones(4, 8, dtype=torch.long)
+    assert not torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)  # dropout is live
+
+
 @pytest.mark.slow
 def test_regression_and_two_dev_sets_run(keyword_setup):
     """STS-B (regression head, correlations) and MNLI (matched + mismatched) take their own paths."""

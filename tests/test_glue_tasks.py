@@ -205,6 +205,8 @@ def test_finetune_cli_errors_are_one_line(tmp_path, capsys):
     err = _one_line_error(capsys, finetune.main, base + ["--task_name", "MRPC", "--eval_strategy", "steps",
                                                          "--evaluation_strategy", "epoch"])
     assert "disagree" in err
+    err = _one_line_error(capsys, finetune.main, base + ["--task_name", "MRPC", "--dropout", "1.5"])
+    assert "--dropout must be in [0, 1), got 1.5" in err
     err = _one_line_error(capsys, finetune.main, ["--task_name", "MRPC", "--output_dir", "x", "--do_eval"])
     assert "--model_name_or_path is required" in err
     err = _one_line_error(capsys, finetune.main, base + ["--task_name", "MRPC"])
