@@ -61,13 +61,13 @@ def write_corpus(directory: str, parts: list[str]) -> None:
     os.replace(tmp, directory)
 
 
-def finetune(model_dir: str, out: str, labels: int, epochs: int, lr: float, seed: int) -> dict:
+def finetune(model_dir: str, out: str, labels: int, epochs: int, lr: float, seed: int, extra: list[str]) -> dict:
     """One fine-tuning run on the first `labels` training examples; returns its results.json record."""
     sh([sys.executable, "-m", "hpc_bert.finetune", "--model_name_or_path", model_dir, "--task_name", "SST-2",
         "--data_dir", "data/glue_data", "--output_dir", out, "--overwrite_output_dir", "--do_train", "--do_eval",
         "--max_seq_length", "64", "--per_device_train_batch_size", "32", "--learning_rate", str(lr),
         "--num_train_epochs", str(epochs), "--max_train_samples", str(labels),
-        "--warmup_steps", "20", "--seed", str(seed), "--evaluation_strategy", "no"])
+        "--warmup_steps", "20", "--seed", str(seed), "--evaluation_strategy", "no", *extra])
     with open(os.path.join(out, "results.json")) as fh:
         return json.load(fh)
 
@@ -99,6 +99,8 @@ def main() -> int:
     p.add_argument("--pretrain_flags", default="--train_batch_size 64 --train_micro_batch_size_per_gpu 32 --lr 3e-3 "
                                                "--dynamic_masking --mlm_probability 0.4",
                    help="extra flags for hpc_bert.train")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="fine-tuning dropout for both inits (hpc_bert.finetune --dropout); default: tiny.yaml's 0")
     p.add_argument("--seq_len", type=int, default=64, help="pretraining sequence length")
     p.add_argument("--corpus", type=corpus_parts, default="in_domain",
                    help="comma-separated, any of: " + "; ".join(f"{k}: {v}" for k, v in CORPUS_PARTS.items()))
@@ -150,12 +152,13 @@ def main() -> int:
     from hpc_bert.glue.aggregate import choose_setting
     print(f"\nSST-2 (Rotten Tomatoes) dev accuracy after {args.budget_hours * 60:.0f} CPU minutes of pretraining; "
           f"median over seeds {args.seeds} at the best fine-tuning lr (goal: pretrained >= random init + 5 points)")
+    extra = [] if args.dropout is None else ["--dropout", str(args.dropout)]
     table = []
     for labels, epochs in zip(args.train_samples, args.epochs):
         best = {}
         for name, model in (("pretrained", pretrained), ("random", scratch)):
             runs = [finetune(model, os.path.join(REPO, args.run_dir, f"sst2_{name}_n{labels}_lr{lr:g}_s{seed}"),
-                             labels, epochs, lr, seed) for lr in args.lrs for seed in args.seeds]
+                             labels, epochs, lr, seed, extra) for lr in args.lrs for seed in args.seeds]
             res = choose_setting("SST-2", runs)
             best[name] = res.score
             print(f"  {labels} labels, {name:10s} " + "  ".join(f"lr {lr:g}: {100 * med:.2f}" for lr, _bs, med, _n in res.candidates),
