@@ -35,6 +35,8 @@ def sh(cmd: list[str]) -> None:
 CORPUS_PARTS = {"in_domain": "the train movies' synopses and snippets without labels (task-adaptive), 1.7 MB",
                 "imdb": "25,000 IMDB movie reviews without labels (domain-adaptive), 32 MB",
                 "general": "Wikipedia excerpt, State of the Union addresses, Brown corpus, Lee news, about 20 MB"}
+# the parts `hpc_bert.data fetch` writes (its --sources); in_domain comes from the task's own tool
+FETCHED = {"imdb": "imdb", "general": "wiki,sotu,brown,lee"}
 
 
 def corpus_parts(text: str) -> list[str]:
@@ -52,22 +54,21 @@ def write_corpus(directory: str, parts: list[str]) -> None:
     tmp = directory + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     for part in parts:
-        if part in ("general", "imdb"):
-            sources = "wiki,sotu,brown,lee" if part == "general" else "imdb"
-            sh([sys.executable, "-m", "hpc_bert.data", "fetch", "--sources", sources, "--output_dir", tmp])
+        if part in FETCHED:
+            sh([sys.executable, "-m", "hpc_bert.data", "fetch", "--sources", FETCHED[part], "--output_dir", tmp])
         else:  # the same split as data/glue_data/SST-2: dev and test movies stay unseen
             sh([sys.executable, "tools/make_sst2_from_rotten_tomatoes.py", "--out", "data/glue_data",
                 "--unlabeled_corpus", os.path.join(tmp, "rotten_tomatoes_train.txt")])
     os.replace(tmp, directory)
 
 
-def finetune(model_dir: str, out: str, labels: int, epochs: int, lr: float, seed: int, extra: list[str]) -> dict:
+def finetune(model_dir: str, out: str, labels: int, epochs: int, lr: float, seed: int, flags: list[str]) -> dict:
     """One fine-tuning run on the first `labels` training examples; returns its results.json record."""
     sh([sys.executable, "-m", "hpc_bert.finetune", "--model_name_or_path", model_dir, "--task_name", "SST-2",
         "--data_dir", "data/glue_data", "--output_dir", out, "--overwrite_output_dir", "--do_train", "--do_eval",
         "--max_seq_length", "64", "--per_device_train_batch_size", "32", "--learning_rate", str(lr),
         "--num_train_epochs", str(epochs), "--max_train_samples", str(labels),
-        "--warmup_steps", "20", "--seed", str(seed), "--evaluation_strategy", "no", *extra])
+        "--warmup_steps", "20", "--seed", str(seed), "--evaluation_strategy", "no", *flags])
     with open(os.path.join(out, "results.json")) as fh:
         return json.load(fh)
 
@@ -152,13 +153,13 @@ def main() -> int:
     from hpc_bert.glue.aggregate import choose_setting
     print(f"\nSST-2 (Rotten Tomatoes) dev accuracy after {args.budget_hours * 60:.0f} CPU minutes of pretraining; "
           f"median over seeds {args.seeds} at the best fine-tuning lr (goal: pretrained >= random init + 5 points)")
-    extra = [] if args.dropout is None else ["--dropout", str(args.dropout)]
+    dropout = [] if args.dropout is None else ["--dropout", str(args.dropout)]
     table = []
     for labels, epochs in zip(args.train_samples, args.epochs):
         best = {}
         for name, model in (("pretrained", pretrained), ("random", scratch)):
             runs = [finetune(model, os.path.join(REPO, args.run_dir, f"sst2_{name}_n{labels}_lr{lr:g}_s{seed}"),
-                             labels, epochs, lr, seed, extra) for lr in args.lrs for seed in args.seeds]
+                             labels, epochs, lr, seed, dropout) for lr in args.lrs for seed in args.seeds]
             res = choose_setting("SST-2", runs)
             best[name] = res.score
             print(f"  {labels} labels, {name:10s} " + "  ".join(f"lr {lr:g}: {100 * med:.2f}" for lr, _bs, med, _n in res.candidates),

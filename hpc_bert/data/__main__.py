@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 
 from hpc_bert.cli import field, parse_config
+from hpc_bert.data.fetch import OUTPUT_NAMES, SOURCES
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
 
 
@@ -25,8 +26,8 @@ def _log(msg: str) -> None:
 
 @dataclass
 class FetchArgs:
-    output_dir: str | None = field(None, help="folder for wiki.txt, sotu.txt, brown.txt, lee.txt, vocab.txt")
-    sources: tuple[str, ...] = field(("wiki", "sotu"), help="any of wiki,sotu,brown,lee,imdb,vocab")
+    output_dir: str | None = field(None, help="folder for " + ", ".join(OUTPUT_NAMES.values()))
+    sources: tuple[str, ...] = field(("wiki", "sotu"), help="any of " + ",".join(SOURCES))
     vocab: bool = field(False, help="also extract BERT's uncased vocab.txt (same as adding vocab to --sources)")
 
     def __post_init__(self):
