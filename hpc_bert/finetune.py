@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from hpc_bert.cli import check_choice, field, flat_dict, parse_config
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
 from hpc_bert.glue import metrics as glue_metrics
+from hpc_bert.glue import prompt as glue_prompt
 from hpc_bert.glue.tasks import TASK_ORDER, Example, TaskSpec, get_task, load_task
 
 RESULTS_FILE = "results.json"
@@ -74,6 +75,13 @@ class FinetuneConfig:
     # Pretraining may run without dropout (configs/pretrain/tiny.yaml; Geiping & Goldstein 2022),
     # while BERT fine-tunes with 0.1: this sets hidden, attention and classifier dropout.
     dropout: float | None = field(None, help="dropout while fine-tuning, e.g. 0.1 (BERT's); default: the checkpoint's")
+    # A small model pretrained briefly gains most when its MLM head does the classifying (hpc_bert/glue/prompt.py).
+    prompt: bool = field(False, help="prompt-based fine-tuning (Gao et al. 2021): the MLM head scores one label "
+                                     "word per class at the mask of a template, instead of a new classifier head")
+    prompt_template: str | None = field(None, help="with --prompt: slots {text_a} {text_b} {mask}, e.g. "
+                                                   "'{text_a} It was {mask} .'; default: the task's")
+    verbalizer: str | None = field(None, help="with --prompt: one label word per class in label order, "
+                                              "e.g. terrible,great; default: the task's")
 
     def __post_init__(self):
         for name in ("model_name_or_path", "task_name", "output_dir"):
@@ -110,6 +118,12 @@ class FinetuneConfig:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}: e.g. --dropout 0.1")
         if self.fp16 and self.bf16:
             raise ConfigError("--fp16 and --bf16 are both set: choose one precision")
+        if (self.prompt_template or self.verbalizer) and not self.prompt:
+            raise ConfigError("--prompt_template and --verbalizer apply to prompt-based fine-tuning: pass --prompt too")
+        if self.prompt:
+            self.prompt_template, words = glue_prompt.resolve(get_task(self.task_name), self.prompt_template,
+                                                              self.verbalizer)
+            self.verbalizer = ",".join(words)
 
 
 def subset(examples: list[Example], limit: int | None) -> list[Example]:
@@ -155,8 +169,8 @@ def load_tokenizer(cfg: FinetuneConfig):
     return tok
 
 
-def load_model(cfg: FinetuneConfig, task: TaskSpec):
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+def load_model(cfg: FinetuneConfig, task: TaskSpec, tokenizer=None):
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification
     try:
         model_config = AutoConfig.from_pretrained(cfg.model_name_or_path)
     except Exception as e:
@@ -169,14 +183,19 @@ def load_model(cfg: FinetuneConfig, task: TaskSpec):
     if max_pos is not None and cfg.max_seq_length > max_pos:
         raise UserError(f"--max_seq_length {cfg.max_seq_length} exceeds the model's {max_pos} positions: "
                         f"pass --max_seq_length {max_pos} or less")
-    kwargs = {"num_labels": task.num_labels,
-              "problem_type": "regression" if task.is_regression else "single_label_classification"}
-    if not task.is_regression:
-        kwargs["id2label"] = dict(enumerate(task.labels))
-        kwargs["label2id"] = {label: i for i, label in enumerate(task.labels)}
+    kwargs = {}
     if cfg.dropout is not None:
         kwargs.update(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
                       classifier_dropout=cfg.dropout)
+    if cfg.prompt:
+        label_ids = glue_prompt.label_token_ids(tokenizer, tuple(cfg.verbalizer.split(",")))
+        mlm = AutoModelForMaskedLM.from_pretrained(cfg.model_name_or_path, **kwargs)
+        return glue_prompt.prompt_classifier(mlm, label_ids, tokenizer.mask_token_id)
+    kwargs.update(num_labels=task.num_labels,
+                  problem_type="regression" if task.is_regression else "single_label_classification")
+    if not task.is_regression:
+        kwargs["id2label"] = dict(enumerate(task.labels))
+        kwargs["label2id"] = {label: i for i, label in enumerate(task.labels)}
     return AutoModelForSequenceClassification.from_pretrained(cfg.model_name_or_path, **kwargs)
 
 
@@ -195,9 +214,13 @@ class EncodedTask:
         return item
 
 
-def encode(examples: list[Example], task: TaskSpec, tokenizer, max_len: int, use_token_types: bool) -> EncodedTask:
-    texts_a = [e.text_a for e in examples]
-    texts_b = [e.text_b or "" for e in examples] if task.text_b is not None else None
+def encode(examples: list[Example], task: TaskSpec, tokenizer, max_len: int, use_token_types: bool,
+           prompt_template: str | None = None) -> EncodedTask:
+    if prompt_template:  # one cloze text per example, the pair's texts included
+        texts_a, texts_b = glue_prompt.render_prompts(examples, prompt_template, tokenizer, max_len), None
+    else:
+        texts_a = [e.text_a for e in examples]
+        texts_b = [e.text_b or "" for e in examples] if task.text_b is not None else None
     # Explicit padding/truncation override whatever the saved tokenizer.json asks for.
     enc = dict(tokenizer(texts_a, texts_b, truncation=True, max_length=max_len, padding=False))
     if not use_token_types:
@@ -247,13 +270,15 @@ def run(cfg: FinetuneConfig) -> dict:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
     set_seed(cfg.seed)  # before the model is built: the new classifier head depends on it
-    model = load_model(cfg, task)
+    model = load_model(cfg, task, tokenizer)
     use_types = getattr(model.config, "type_vocab_size", 2) >= 2
-    train_set = None
-    if cfg.do_train:
-        train_set = encode(subset(data["train"], cfg.max_train_samples), task, tokenizer, cfg.max_seq_length, use_types)
-    eval_sets = {s: encode(subset(data[s], cfg.max_eval_samples), task, tokenizer, cfg.max_seq_length, use_types)
-                 for s in task.splits}
+    template = cfg.prompt_template if cfg.prompt else None
+
+    def encoded(split: str, limit: int | None) -> EncodedTask:
+        return encode(subset(data[split], limit), task, tokenizer, cfg.max_seq_length, use_types, template)
+
+    train_set = encoded("train", cfg.max_train_samples) if cfg.do_train else None
+    eval_sets = {s: encoded(s, cfg.max_eval_samples) for s in task.splits}
 
     def compute(pred) -> dict[str, float]:
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
@@ -289,7 +314,10 @@ def run(cfg: FinetuneConfig) -> dict:
         out = trainer.train()
         train_time = time.perf_counter() - start
         train_loss = out.training_loss
-        if cfg.save_model:
+        if cfg.save_model and cfg.prompt:  # the MLM itself: with the template and label words it is the classifier
+            model.mlm.save_pretrained(cfg.output_dir)
+            tokenizer.save_pretrained(cfg.output_dir)
+        elif cfg.save_model:
             trainer.save_model(cfg.output_dir)
 
     metrics_by_split: dict[str, dict[str, float]] = {}

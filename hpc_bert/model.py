@@ -53,6 +53,16 @@ def build_hf_model(model_cfg, vocab_size: int, pad_token_id: int = 0) -> nn.Modu
     return BertForMaskedLM(config)
 
 
+def mlm_head(hf_model: nn.Module) -> nn.Module | None:
+    """The MLM head of an HF *ForMaskedLM (BERT: ``cls``, RoBERTa: ``lm_head``); None for others.
+    It maps hidden vectors of any leading shape to vocabulary logits."""
+    for name in ("cls", "lm_head"):
+        head = getattr(hf_model, name, None)
+        if isinstance(head, nn.Module):
+            return head
+    return None
+
+
 class MaskedLM(nn.Module):
     """Wraps an HF MLM model; ``forward(**batch)`` returns the scalar MLM loss."""
 
@@ -67,7 +77,7 @@ class MaskedLM(nn.Module):
 
     @property
     def head(self) -> nn.Module:
-        return self.hf_model.cls if hasattr(self.hf_model, "cls") else self.hf_model.lm_head
+        return mlm_head(self.hf_model)
 
     def forward(self, input_ids, attention_mask, token_type_ids, labels):
         if not self.sparse_prediction:

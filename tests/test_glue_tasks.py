@@ -8,6 +8,7 @@ import pytest
 from hpc_bert import finetune
 from hpc_bert.errors import UserError
 from hpc_bert.glue.__main__ import main as glue_main
+from glue_fixtures import one_line_error
 from hpc_bert.glue.tasks import TASK_ORDER, TASKS, examples_from_hub, get_task, load_task, read_split
 
 # Two data rows per task, in GLUE's exact formats (headers as download_glue_data.py writes
@@ -185,38 +186,29 @@ def test_hub_rows_map_to_tsv_labels():
     assert stsb[0].label == 3.2
 
 
-def _one_line_error(capsys, fn, argv):
-    with pytest.raises(SystemExit) as exc:
-        fn(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("hpc_bert: error: "), err
-    return err
-
-
 def test_finetune_cli_errors_are_one_line(tmp_path, capsys):
     base = ["--model_name_or_path", str(tmp_path / "ckpt"), "--output_dir", str(tmp_path / "out"), "--do_train"]
-    err = _one_line_error(capsys, finetune.main, base + ["--task_name", "SQuAD"])
+    err = one_line_error(capsys, finetune.main, base + ["--task_name", "SQuAD"])
     assert "unknown GLUE task 'SQuAD'" in err
-    err = _one_line_error(capsys, finetune.main, base + ["--task_name", "MRPC", "--learning_rat", "1e-5"])
+    err = one_line_error(capsys, finetune.main, base + ["--task_name", "MRPC", "--learning_rat", "1e-5"])
     assert "unknown flag --learning_rat: did you mean --learning_rate" in err
-    err = _one_line_error(capsys, finetune.main, base + ["--task_name", "MRPC", "--evaluation_strategy", "often"])
+    err = one_line_error(capsys, finetune.main, base + ["--task_name", "MRPC", "--evaluation_strategy", "often"])
     assert "--eval_strategy 'often' is not valid" in err
-    err = _one_line_error(capsys, finetune.main, base + ["--task_name", "MRPC", "--eval_strategy", "steps",
+    err = one_line_error(capsys, finetune.main, base + ["--task_name", "MRPC", "--eval_strategy", "steps",
                                                          "--evaluation_strategy", "epoch"])
     assert "disagree" in err
-    err = _one_line_error(capsys, finetune.main, base + ["--task_name", "MRPC", "--dropout", "1.5"])
+    err = one_line_error(capsys, finetune.main, base + ["--task_name", "MRPC", "--dropout", "1.5"])
     assert "--dropout must be in [0, 1), got 1.5" in err
-    err = _one_line_error(capsys, finetune.main, ["--task_name", "MRPC", "--output_dir", "x", "--do_eval"])
+    err = one_line_error(capsys, finetune.main, ["--task_name", "MRPC", "--output_dir", "x", "--do_eval"])
     assert "--model_name_or_path is required" in err
-    err = _one_line_error(capsys, finetune.main, base + ["--task_name", "MRPC"])
+    err = one_line_error(capsys, finetune.main, base + ["--task_name", "MRPC"])
     assert "ckpt does not exist" in err
     (tmp_path / "ckpt").mkdir()
-    err = _one_line_error(capsys, finetune.main, base + ["--task_name", "MRPC"])
+    err = one_line_error(capsys, finetune.main, base + ["--task_name", "MRPC"])
     assert "has no config.json" in err
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "results.json").write_text("{}")
-    err = _one_line_error(capsys, finetune.main, base + ["--task_name", "MRPC"])
+    err = one_line_error(capsys, finetune.main, base + ["--task_name", "MRPC"])
     assert "already holds results" in err and "--overwrite_output_dir" in err
 
 
@@ -228,23 +220,23 @@ def test_missing_data_is_reported_before_the_model_loads(tmp_path, capsys, monke
     monkeypatch.setattr(finetune, "load_tokenizer", lambda cfg: None)  # the data check needs no tokenizer
     argv = ["--model_name_or_path", str(ckpt), "--output_dir", str(tmp_path / "out"), "--do_train",
             "--task_name", "CoLA"]
-    err = _one_line_error(capsys, finetune.main, argv + ["--data_dir", str(tmp_path / "nowhere")])
+    err = one_line_error(capsys, finetune.main, argv + ["--data_dir", str(tmp_path / "nowhere")])
     assert "--data_dir" in err and "nowhere does not exist" in err
     (tmp_path / "glue").mkdir()
-    err = _one_line_error(capsys, finetune.main, argv + ["--data_dir", str(tmp_path / "glue")])
+    err = one_line_error(capsys, finetune.main, argv + ["--data_dir", str(tmp_path / "glue")])
     assert "CoLA/train.tsv does not exist" in err
-    err = _one_line_error(capsys, finetune.main, argv)  # no --data_dir: the hub, unreachable here
+    err = one_line_error(capsys, finetune.main, argv)  # no --data_dir: the hub, unreachable here
     assert "--data_dir DIR" in err
 
 
 def test_glue_cli_errors_are_one_line(tmp_path, capsys):
-    err = _one_line_error(capsys, glue_main, ["expnd"])
+    err = one_line_error(capsys, glue_main, ["expnd"])
     assert "unknown command 'expnd'" in err
-    err = _one_line_error(capsys, glue_main, ["expand"])
+    err = one_line_error(capsys, glue_main, ["expand"])
     assert "missing CONFIG" in err
-    err = _one_line_error(capsys, glue_main, ["expand", str(tmp_path / "none.yaml"), "--run_dir", "r"])
+    err = one_line_error(capsys, glue_main, ["expand", str(tmp_path / "none.yaml"), "--run_dir", "r"])
     assert "none.yaml does not exist" in err
-    err = _one_line_error(capsys, glue_main, ["aggregate", str(tmp_path / "norun")])
+    err = one_line_error(capsys, glue_main, ["aggregate", str(tmp_path / "norun")])
     assert "norun does not exist" in err
 
 
