@@ -10,7 +10,7 @@ reports the median over seeds at its best learning rate (the paper's protocol); 
 (goal: >= 5 points).
 
     python bench/quality.py [--budget_hours 0.2] [--seq_len 64] [--train_samples 1000,4000] [--epochs 10,3] [--lrs 1e-4,3e-4,1e-3]
-                            [--seeds 1,2,3] [--corpus in_domain,imdb,general] [--pretrain_flags "--lr 3e-3"]
+                            [--seeds 1,2,3] [--corpus in_domain,imdb,general] [--pretrain_flags "--lr 3e-3"] [--prompt]
                             [--reuse [--checkpoint final|marker_F]]
 """
 from __future__ import annotations
@@ -102,6 +102,10 @@ def main() -> int:
                    help="extra flags for hpc_bert.train")
     p.add_argument("--dropout", type=float, default=None,
                    help="fine-tuning dropout for both inits (hpc_bert.finetune --dropout); default: tiny.yaml's 0")
+    # LM-BFF (Gao et al. 2021): the MLM head classifies, so fine-tuning starts from what pretraining
+    # learnt about the mask slot rather than from a new head on an untrained [CLS] vector
+    p.add_argument("--prompt", action="store_true",
+                   help="prompt-based fine-tuning for both inits (hpc_bert.finetune --prompt)")
     p.add_argument("--seq_len", type=int, default=64, help="pretraining sequence length")
     p.add_argument("--corpus", type=corpus_parts, default="in_domain",
                    help="comma-separated, any of: " + "; ".join(f"{k}: {v}" for k, v in CORPUS_PARTS.items()))
@@ -152,14 +156,16 @@ def main() -> int:
     # the GLUE protocol (Izsak et al. 2021): median over seeds per learning rate, best median wins
     from hpc_bert.glue.aggregate import choose_setting
     print(f"\nSST-2 (Rotten Tomatoes) dev accuracy after {args.budget_hours * 60:.0f} CPU minutes of pretraining; "
+          f"{'prompt-based' if args.prompt else 'head'} fine-tuning, "
           f"median over seeds {args.seeds} at the best fine-tuning lr (goal: pretrained >= random init + 5 points)")
-    dropout = [] if args.dropout is None else ["--dropout", str(args.dropout)]
+    flags = ([] if args.dropout is None else ["--dropout", str(args.dropout)]) + (["--prompt"] if args.prompt else [])
+    mode = "sst2_prompt" if args.prompt else "sst2"  # both modes' runs can live side by side in one run_dir
     table = []
     for labels, epochs in zip(args.train_samples, args.epochs):
         best = {}
         for name, model in (("pretrained", pretrained), ("random", scratch)):
-            runs = [finetune(model, os.path.join(REPO, args.run_dir, f"sst2_{name}_n{labels}_lr{lr:g}_s{seed}"),
-                             labels, epochs, lr, seed, dropout) for lr in args.lrs for seed in args.seeds]
+            runs = [finetune(model, os.path.join(REPO, args.run_dir, f"{mode}_{name}_n{labels}_lr{lr:g}_s{seed}"),
+                             labels, epochs, lr, seed, flags) for lr in args.lrs for seed in args.seeds]
             res = choose_setting("SST-2", runs)
             best[name] = res.score
             print(f"  {labels} labels, {name:10s} " + "  ".join(f"lr {lr:g}: {100 * med:.2f}" for lr, _bs, med, _n in res.candidates),

@@ -53,6 +53,19 @@ def test_expansion_order_dirs_and_commands(tmp_path):
     assert [r.output_dir for r in g.expand(grid, ckpts, "R")] == [r.output_dir for r in runs]
 
 
+def test_prompt_fine_tuning_in_a_grid_leaves_regression_to_a_head(tmp_path):
+    text = "tasks: [SST-2, STS-B]\nlearning_rates: [1.0e-4]\nfinetune: {prompt: true}\n"
+    with pytest.raises(UserError, match="STS-B is a regression task: drop --prompt"):
+        g.load_grid(write(tmp_path, text))
+    grid = g.load_grid(write(tmp_path, text + "task_overrides: {STS-B: {prompt: false}}\n"))
+    sst2, stsb = (" ".join(r.argv) for r in g.expand(grid, [("final", "/ck/final")], "R"))
+    assert "--prompt true" in sst2 and "--prompt false" in stsb
+    from hpc_bert.cli import parse_config
+    from hpc_bert.finetune import FinetuneConfig
+    cfg, _ = parse_config(FinetuneConfig, sst2.split(), prog="finetune")
+    assert cfg.prompt and cfg.verbalizer == "terrible,great"  # the task's default label words
+
+
 def test_several_batch_sizes_get_their_own_dirs(tmp_path):
     grid = g.load_grid(write(tmp_path, "tasks: [SST-2]\nlearning_rates: [1.0e-4]\nseeds: [1]\nbatch_sizes: [16, 32]\n"))
     runs = g.expand(grid, [("final", "/ck/final")], "R")
