@@ -263,6 +263,9 @@ def run(cfg: FinetuneConfig) -> dict:
         if not torch.cuda.is_available():
             raise UserError("--fp16/--bf16 need a GPU and none is visible: drop the flag to train in fp32 on CPU")
     tokenizer = load_tokenizer(cfg)
+    if cfg.prompt:  # the label words and the template's length, before data and model load
+        glue_prompt.label_token_ids(tokenizer, tuple(cfg.verbalizer.split(",")))
+        glue_prompt.check_room(cfg.prompt_template, tokenizer, cfg.max_seq_length)
     data = load_task(task, cfg.data_dir, with_train=cfg.do_train)
 
     import torch

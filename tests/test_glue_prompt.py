@@ -134,6 +134,8 @@ def test_prompt_finetune_beats_chance_and_saves_a_reloadable_mlm(tmp_path, capsy
     err = one_line_error(capsys, finetune.main, argv[:-len(TRAIN_FLAGS)] + ["--verbalizer", "bad,superbly",
                                                                              *TRAIN_FLAGS])
     assert "'superbly' is not one token" in err and not os.path.exists(os.path.join(out, "results.json"))
+    err = one_line_error(capsys, finetune.main, argv + ["--max_seq_length", "6"])  # [CLS] it was [MASK] . [SEP]
+    assert "--max_seq_length 6 leaves no room for text in the prompt template (6 tokens)" in err
     assert finetune.main(argv) == 0
     rec = json.load(open(os.path.join(out, "results.json")))
     assert rec["score"] > 0.8, rec  # chance is 0.5 on the balanced dev set

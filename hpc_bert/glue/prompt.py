@@ -71,19 +71,24 @@ def label_token_ids(tokenizer, words: tuple[str, ...]) -> list[int]:
     return ids
 
 
+def check_room(template: str, tokenizer, max_len: int) -> None:
+    """The tokenizer has a mask token and the template alone leaves room for text."""
+    if tokenizer.mask_token is None:
+        raise UserError("--prompt needs a tokenizer with a mask token: use the pretraining's tokenizer")
+    empty = len(tokenizer(template.format(text_a="", text_b="", mask=tokenizer.mask_token))["input_ids"])
+    if empty >= max_len:
+        raise UserError(f"--max_seq_length {max_len} leaves no room for text in the prompt template ({empty} tokens): "
+                        "raise --max_seq_length or shorten --prompt_template")
+
+
 def render_prompts(examples, template: str, tokenizer, max_len: int) -> list[str]:
     """Each example as its cloze text, shortened (longest text first) so that the mask survives
     truncation to max_len tokens."""
-    if tokenizer.mask_token is None:
-        raise UserError("--prompt needs a tokenizer with a mask token: use the pretraining's tokenizer")
+    check_room(template, tokenizer, max_len)
 
     def render(texts: dict[str, str]) -> str:
         return template.format(mask=tokenizer.mask_token, **texts)
 
-    empty = len(tokenizer(render({"text_a": "", "text_b": ""}))["input_ids"])
-    if empty >= max_len:
-        raise UserError(f"--max_seq_length {max_len} leaves no room for text in the prompt template ({empty} tokens): "
-                        "raise --max_seq_length or shorten --prompt_template")
     out = []
     for e in examples:
         texts = {"text_a": e.text_a, "text_b": e.text_b or ""}
