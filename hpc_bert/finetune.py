@@ -169,7 +169,8 @@ def load_tokenizer(cfg: FinetuneConfig):
     return tok
 
 
-def load_model(cfg: FinetuneConfig, task: TaskSpec, tokenizer=None):
+def load_model(cfg: FinetuneConfig, task: TaskSpec, tokenizer=None, label_ids: list[int] | None = None):
+    """A classifier for the task: a new head, or with --prompt the MLM scoring label_ids at the mask."""
     from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification
     try:
         model_config = AutoConfig.from_pretrained(cfg.model_name_or_path)
@@ -188,7 +189,6 @@ def load_model(cfg: FinetuneConfig, task: TaskSpec, tokenizer=None):
         kwargs.update(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
                       classifier_dropout=cfg.dropout)
     if cfg.prompt:
-        label_ids = glue_prompt.label_token_ids(tokenizer, tuple(cfg.verbalizer.split(",")))
         mlm = AutoModelForMaskedLM.from_pretrained(cfg.model_name_or_path, **kwargs)
         return glue_prompt.prompt_classifier(mlm, label_ids, tokenizer.mask_token_id)
     kwargs.update(num_labels=task.num_labels,
@@ -263,8 +263,9 @@ def run(cfg: FinetuneConfig) -> dict:
         if not torch.cuda.is_available():
             raise UserError("--fp16/--bf16 need a GPU and none is visible: drop the flag to train in fp32 on CPU")
     tokenizer = load_tokenizer(cfg)
+    label_ids = None
     if cfg.prompt:  # the label words and the template's length, before data and model load
-        glue_prompt.label_token_ids(tokenizer, tuple(cfg.verbalizer.split(",")))
+        label_ids = glue_prompt.label_token_ids(tokenizer, tuple(cfg.verbalizer.split(",")))
         glue_prompt.check_room(cfg.prompt_template, tokenizer, cfg.max_seq_length)
     data = load_task(task, cfg.data_dir, with_train=cfg.do_train)
 
@@ -273,12 +274,11 @@ def run(cfg: FinetuneConfig) -> dict:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
     set_seed(cfg.seed)  # before the model is built: the new classifier head depends on it
-    model = load_model(cfg, task, tokenizer)
+    model = load_model(cfg, task, tokenizer, label_ids)
     use_types = getattr(model.config, "type_vocab_size", 2) >= 2
-    template = cfg.prompt_template if cfg.prompt else None
 
-    def encoded(split: str, limit: int | None) -> EncodedTask:
-        return encode(subset(data[split], limit), task, tokenizer, cfg.max_seq_length, use_types, template)
+    def encoded(split: str, limit: int | None) -> EncodedTask:  # prompt_template is set only with --prompt
+        return encode(subset(data[split], limit), task, tokenizer, cfg.max_seq_length, use_types, cfg.prompt_template)
 
     train_set = encoded("train", cfg.max_train_samples) if cfg.do_train else None
     eval_sets = {s: encoded(s, cfg.max_eval_samples) for s in task.splits}
