@@ -5,9 +5,10 @@
 # Prints: BERT-large seq128 bf16 samples/s and MFU (ours vs HF Trainer), checkpoint save and
 # restart times for BERT-large in bf16, and a stop + resume of the tiny model
 # under fp16 + ZeRO-2 and bf16 + ZeRO-1 (paths a CPU cannot run).
-#   (device)      bash bench/gpu.sh quality        # instead: the #6 quality check, about 9 minutes,
+#   (device)      bash bench/gpu.sh quality        # instead: the #6 quality check (prompt-based; QUALITY_FLAGS=--no-prompt
+#                 for a classifier head), about 9 minutes,
 #                 carry: [".whl", "data/quality/corpus_imdb+in_domain", "data/glue_data"] (prepared here by
-#                 one `python bench/quality.py --corpus imdb,in_domain` run; the GPU machine has no registry)
+#                 one `python bench/quality.py` run; the GPU machine has no registry)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
