@@ -107,6 +107,14 @@ def all_sum(values: list[float], device: str) -> list[float]:
     return t.tolist()
 
 
+def shutdown() -> None:
+    """End the process group before the interpreter exits: left to exit-time destructors, gloo's
+    worker threads can be torn down while joinable and abort the process (exit -6) after a
+    finished run. Local; every rank calls it after the last collective."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()

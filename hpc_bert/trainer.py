@@ -27,7 +27,7 @@ from hpc_bert.checkpoint import (find_latest, load_training_checkpoint, rng_stat
 from hpc_bert.clock import BudgetClock, Ledger
 from hpc_bert.cli import flat_dict
 from hpc_bert.distributed import (StopFlag, all_agree_max, all_sum, allocation_end, barrier,
-                                  detect_env, init_distributed)
+                                  detect_env, init_distributed, shutdown)
 from hpc_bert.errors import EXIT_REQUEUE, UserError
 from hpc_bert.events import EventLog
 from hpc_bert.layout import FINAL_NAME, marker_name
@@ -331,6 +331,7 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
               f"budget): {reason} ({cause})")
     events.close()
     stop.uninstall()
+    shutdown()
     if reason == "error":
         return 1
     return 0 if finished else EXIT_REQUEUE
