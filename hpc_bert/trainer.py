@@ -162,7 +162,8 @@ def run_training(cfg) -> int:
             log(rank, f"took over the stale lock of pid {lock.took_over.get('pid')} on {lock.took_over.get('host')}")
         return _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed,
                       PretrainingDataLoader)
-    finally:
+    finally:  # every exit path, errors included, ends the process group (see shutdown)
+        shutdown()
         if lock is not None:
             lock.release()
 
@@ -331,7 +332,6 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
               f"budget): {reason} ({cause})")
     events.close()
     stop.uninstall()
-    shutdown()
     if reason == "error":
         return 1
     return 0 if finished else EXIT_REQUEUE
