@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from hpc_bert.data.loader import PretrainingDataLoader  # noqa: E402
-from hpc_bert.data.synthetic import write_random_shard  # noqa: E402
+from hpc_bert.testing.synthetic import write_random_shard  # noqa: E402
 
 
 def loader_rate(path: str, micro_batch: int, batches: int, **kw) -> tuple[float, int]:

@@ -61,7 +61,7 @@ def write_corpus(directory: str, parts: list[str]) -> None:
         if part in FETCHED:
             sh([sys.executable, "-m", "hpc_bert.data", "fetch", "--sources", FETCHED[part], "--output_dir", tmp])
         else:  # the same split as data/glue_data/SST-2: dev and test movies stay unseen
-            sh([sys.executable, "tools/make_sst2_from_rotten_tomatoes.py", "--out", "data/glue_data",
+            sh([sys.executable, "-m", "hpc_bert.glue.rotten_tomatoes", "--out", "data/glue_data",
                 "--unlabeled_corpus", os.path.join(tmp, "rotten_tomatoes_train.txt")])
     os.replace(tmp, directory)
 
@@ -146,11 +146,11 @@ def main() -> int:
             args.run_dir, "--total_training_time", str(args.budget_hours), "--finetune_checkpoint_at_end",
             "--finetune_time_markers", "", "--progress_bar", "false", *args.pretrain_flags.split()])
     # the same architecture and tokenizer, never trained
-    from hpc_bert.checkpoint import save_finetune_checkpoint
-    from hpc_bert.cli import parse_config
-    from hpc_bert.config import PretrainConfig
+    from hpc_bert.pretrain.checkpoint import save_finetune_checkpoint
+    from hpc_bert.config.flags import parse_config
+    from hpc_bert.config.pretrain import PretrainConfig
     from hpc_bert.data.tokenizer import load_tokenizer
-    from hpc_bert.model import build_hf_model, padded_vocab_size
+    from hpc_bert.model.bert import build_hf_model, padded_vocab_size
     import torch
     cfg, _ = parse_config(PretrainConfig, ["--config", "configs/pretrain/tiny.yaml", *data], prog="quality")
     tok = load_tokenizer(cfg.model.tokenizer_name)

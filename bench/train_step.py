@@ -27,7 +27,7 @@ VOCAB = 30528  # BERT's 30522 padded to a multiple of 8
 
 
 def model_cfg(preset: str, ln_mode: str):
-    from hpc_bert.config import ModelConfig
+    from hpc_bert.config.pretrain import ModelConfig
     layers, hidden, heads, inter = PRESETS[preset]
     return ModelConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                        intermediate_size=inter, max_position_embeddings=512, encoder_ln_mode=ln_mode,
@@ -51,9 +51,10 @@ def make_batches(n: int, micro: int, seq: int, seed: int = 0) -> list[dict]:
 def bench_ours(mcfg, batches, warmup: int, device: str, bf16: bool, sparse: bool = True,
                autocast: bool = True) -> float:
     import deepspeed
-    from hpc_bert.config import OptimConfig
-    from hpc_bert.distributed import DistEnv, init_distributed
-    from hpc_bert.model import MaskedLM, build_hf_model, build_optimizer
+    from hpc_bert.config.pretrain import OptimConfig
+    from hpc_bert.pretrain.distributed import DistEnv, init_distributed
+    from hpc_bert.model.bert import MaskedLM, build_hf_model
+    from hpc_bert.model.optim import build_optimizer
     init_distributed(DistEnv(0, 1, 0, "127.0.0.1", 29400 + os.getpid() % 500))
     torch.manual_seed(0)
     model = MaskedLM(build_hf_model(mcfg, VOCAB), sparse_prediction=sparse)

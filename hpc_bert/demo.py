@@ -38,7 +38,7 @@ def prepare_data() -> None:
               "--num_train_shards", "4", "--num_test_shards", "1", "--frac_test", "0.05", "--overwrite"])
     if not os.path.exists(os.path.join(GLUE_DATA, "SST-2", "train.tsv")):
         step("an SST-2-format task from the Rotten Tomatoes snippets",
-             [py, "tools/make_sst2_from_rotten_tomatoes.py", "--out", GLUE_DATA])
+             [py, "-m", "hpc_bert.glue.rotten_tomatoes", "--out", GLUE_DATA])
 
 
 def main(argv=None) -> int:

@@ -3,7 +3,7 @@
 tests/conftest.py imports it:  ``from slurm_fixture import slurm_cluster  # noqa: F401``
 
 The fixture uses a live cluster when `sinfo` already answers (external, left alone);
-otherwise it starts the private two-node cluster of tools/slurm_local.py (installing the
+otherwise it starts the private two-node cluster of tests/slurm_local.py (installing the
 Debian packages as root when missing) and sets ``os.environ["SLURM_CONF"]`` for the
 session, so that code which calls sbatch itself (submitit) reaches it too. At the end of
 the session it stops what it started, unless ``HPC_BERT_SLURM_KEEP=1``.
@@ -28,16 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_slurm_local():
-    """tools/slurm_local.py as a module (tools/ is not a package)."""
-    mod = sys.modules.get("slurm_local")
-    if mod is not None:
-        return mod
-    spec = importlib.util.spec_from_file_location("slurm_local",
-                                                  REPO / "tools" / "slurm_local.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["slurm_local"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    """The SLURM harness, tests/slurm_local.py (tests/ is on sys.path under pytest)."""
+    import slurm_local
+    return slurm_local
 
 
 @pytest.fixture(scope="session")

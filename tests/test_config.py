@@ -5,8 +5,8 @@ import sys
 import pytest
 import yaml
 
-from hpc_bert.cli import parse_config, to_yaml
-from hpc_bert.config import PretrainConfig
+from hpc_bert.config.flags import parse_config, to_yaml
+from hpc_bert.config.pretrain import PretrainConfig
 from hpc_bert.errors import ConfigError, UserError
 
 SEED_COMMAND = """--model_type bert-mlm --tokenizer_name bert-large-uncased --hidden_act gelu --hidden_size 1024
@@ -104,7 +104,7 @@ def test_unknown_flag_names_closest():
     with pytest.raises(ConfigError, match=r"unknown flag --warmup_proportio: did you mean --warmup_proportion"):
         parse(["--warmup_proportio", "0.1"])
     with pytest.raises(ConfigError, match="unknown key 'lrr'"):
-        from hpc_bert.cli import flatten_yaml
+        from hpc_bert.config.flags import flatten_yaml
         flatten_yaml(PretrainConfig, {"lrr": 1}, "x.yaml")
 
 

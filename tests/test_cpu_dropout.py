@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from hpc_bert.config import ModelConfig
-from hpc_bert.cpu_dropout import CPUDropout, attention, drop, keep_mask, use_cpu_dropout
-from hpc_bert.model import build_hf_model
+from hpc_bert.config.pretrain import ModelConfig
+from hpc_bert.model.cpu_dropout import CPUDropout, attention, drop, keep_mask, use_cpu_dropout
+from hpc_bert.model.bert import build_hf_model
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])

@@ -9,7 +9,7 @@ import pytest
 
 from hpc_bert.data.corpus import read_documents, split_sentences
 from hpc_bert.data.shards import balance, make_text_shards, read_text_shard, split_documents, text_shard_files
-from hpc_bert.data.synthetic import synthetic_corpus
+from hpc_bert.testing.synthetic import synthetic_corpus
 from hpc_bert.data.wikitext import iter_articles, strip_markup
 from hpc_bert.errors import UserError
 

@@ -10,7 +10,7 @@ from hpc_bert.data import fetch, hdf5io
 from hpc_bert.data.__main__ import main
 from hpc_bert.data.dataset import check_dataset
 from hpc_bert.data.loader import PretrainingDataLoader
-from hpc_bert.data.synthetic import write_random_shard
+from hpc_bert.testing.synthetic import write_random_shard
 from hpc_bert.errors import UserError
 
 

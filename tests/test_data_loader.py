@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from hpc_bert.data.loader import PretrainingDataLoader
-from hpc_bert.data.synthetic import write_random_shard
+from hpc_bert.testing.synthetic import write_random_shard
 from hpc_bert.errors import UserError
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,7 +10,7 @@ import pytest
 
 from hpc_bert.data.pipeline import prepare
 from hpc_bert.data.samples import SampleConfig, SpecialIds, mask_rows, pack_document
-from hpc_bert.data.synthetic import synthetic_corpus
+from hpc_bert.testing.synthetic import synthetic_corpus
 from hpc_bert.data.tokenizer import save_tokenizer, train_wordpiece
 from hpc_bert.errors import UserError
 

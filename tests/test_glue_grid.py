@@ -60,8 +60,8 @@ def test_prompt_fine_tuning_in_a_grid_leaves_regression_to_a_head(tmp_path):
     grid = g.load_grid(write(tmp_path, text + "task_overrides: {STS-B: {prompt: false}}\n"))
     sst2, stsb = (" ".join(r.argv) for r in g.expand(grid, [("final", "/ck/final")], "R"))
     assert "--prompt true" in sst2 and "--prompt false" in stsb
-    from hpc_bert.cli import parse_config
-    from hpc_bert.finetune import FinetuneConfig
+    from hpc_bert.config.flags import parse_config
+    from hpc_bert.glue.finetune import FinetuneConfig
     cfg, _ = parse_config(FinetuneConfig, sst2.split(), prog="finetune")
     assert cfg.prompt and cfg.verbalizer == "terrible,great"  # the task's default label words
 

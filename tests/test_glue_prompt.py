@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from hpc_bert import finetune
+from hpc_bert.glue import finetune
 from hpc_bert.errors import ConfigError, UserError
 from hpc_bert.glue import prompt
 from hpc_bert.glue.tasks import TASKS, Example, get_task
@@ -78,8 +78,8 @@ def test_prompt_logits_are_the_mlm_logits_of_the_label_words_at_the_mask(tmp_pat
     import torch
     from transformers import AutoModelForMaskedLM
 
-    from hpc_bert.config import ModelConfig
-    from hpc_bert.model import build_hf_model
+    from hpc_bert.config.pretrain import ModelConfig
+    from hpc_bert.model.bert import build_hf_model
 
     tok = make_tokenizer(WORDS)
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from hpc_bert import finetune
+from hpc_bert.glue import finetune
 from hpc_bert.errors import UserError
 from hpc_bert.glue.__main__ import main as glue_main
 from glue_fixtures import one_line_error
@@ -242,7 +242,7 @@ def test_glue_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_the_seed_command_parses():
     """The seed's run_glue flags, verbatim; --evaluation_strategy is transformers 5's eval_strategy."""
-    from hpc_bert.cli import parse_config
+    from hpc_bert.config.flags import parse_config
     argv = ("--model_name_or_path ckpt --task_name MRPC --max_seq_length 128 --output_dir out "
             "--overwrite_output_dir --do_train --do_eval --evaluation_strategy steps "
             "--per_device_train_batch_size 32 --gradient_accumulation_steps 1 --per_device_eval_batch_size 32 "

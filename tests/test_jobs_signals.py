@@ -14,7 +14,7 @@ import pytest
 # control case sets SIG_DFL itself to stand for that moment; SIG_IGN is kept through finalization.
 LATE_SIGNAL = """
 import atexit, os, signal, sys
-from hpc_bert.jobs import ignore_late_stop_signals
+from hpc_bert.launch.jobs import ignore_late_stop_signals
 signal.signal(signal.SIG{sig}, signal.SIG_DFL)
 if sys.argv[1] == "fixed":
     ignore_late_stop_signals()

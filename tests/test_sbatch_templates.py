@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from hpc_bert.clock import Ledger
+from hpc_bert.pretrain.clock import Ledger
 from pretrain_fixtures import REPO, vocab_and_shards
 from slurm_fixture import wait_until
 

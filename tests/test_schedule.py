@@ -5,7 +5,7 @@ import sys
 
 from hypothesis import given, settings, strategies as st
 
-from hpc_bert import schedule as S
+from hpc_bert.pretrain import schedule as S
 
 CURVES = ["linear", "exp", "cosine", "constant"]
 warmups = st.floats(min_value=0.0, max_value=0.95, allow_nan=False)

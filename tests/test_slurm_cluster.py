@@ -1,7 +1,7 @@
 """The SLURM behaviours hpc_bert relies on, checked against a real SLURM.
 
 The cluster comes from the `slurm_cluster` fixture (tests/slurm_fixture.py): an external
-one when sinfo answers, else the private two-node cluster of tools/slurm_local.py. SLURM
+one when sinfo answers, else the private two-node cluster of tests/slurm_local.py. SLURM
 timing jitters (slurmctld checks time limits on a ~30 s cycle), so nothing here asserts
 exact timing; every wait has a generous bound.
 """
@@ -62,7 +62,7 @@ if [ "${{SLURM_RESTART_COUNT:-0}}" = 0 ]; then sleep 300; fi
 def test_preemption_by_higher_tier_partition_requeues(slurm_cluster, tmp_path):
     if "urgent" not in slurm_cluster.partitions or "debug" not in slurm_cluster.partitions:
         pytest.skip("needs partitions debug and urgent (PriorityTier 1/2, "
-                    "PreemptMode=REQUEUE) as in tools/slurm_local.py")
+                    "PreemptMode=REQUEUE) as in tests/slurm_local.py")
     log = tmp_path / "low.txt"
     urgent_out = tmp_path / "urgent.txt"
     # the low job takes every CPU of both nodes, so the urgent job must preempt it

@@ -3,7 +3,7 @@ import json
 import subprocess
 import sys
 
-from hpc_bert.clock import BudgetClock, Ledger
+from hpc_bert.pretrain.clock import BudgetClock, Ledger
 
 REPO = __file__.rsplit("/tests/", 1)[0]
 

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from hpc_bert import schedule
-from hpc_bert.clock import Ledger
-from hpc_bert.events import read_events
+from hpc_bert.pretrain import schedule
+from hpc_bert.pretrain.clock import Ledger
+from hpc_bert.pretrain.events import read_events
 from pretrain_fixtures import REPO, vocab_and_shards
 from slurm_fixture import sbatch, wait_until
 

@@ -11,8 +11,8 @@ import os
 import pytest
 import torch
 
-from hpc_bert.clock import Ledger
-from hpc_bert.events import read_events
+from hpc_bert.pretrain.clock import Ledger
+from hpc_bert.pretrain.events import read_events
 from pretrain_fixtures import tiny_flags, train, vocab_and_shards
 
 pytestmark = pytest.mark.slow
@@ -146,7 +146,7 @@ def test_half_written_checkpoint_is_never_loaded(tmp_path, inputs, uninterrupted
     (ck / "step_000000099").mkdir()
     (ck / "step_000000099" / "mp_rank_00_model_states.pt").write_bytes(b"garbage")
     (ck / "step_000000100.partial").mkdir()
-    from hpc_bert.checkpoint import find_latest
+    from hpc_bert.pretrain.checkpoint import find_latest
     assert find_latest(str(run))["tag"] == newest
     r = train(flags(run, inputs))
     assert r.returncode == 0, r.stderr[-3000:]

@@ -10,7 +10,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from hpc_bert.cli import field, parse_config
+from hpc_bert.config.flags import field, parse_config
 from hpc_bert.data.fetch import OUTPUT_NAMES, SOURCES
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
 

@@ -15,7 +15,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from hpc_bert.cli import field, parse_config
+from hpc_bert.config.flags import field, parse_config
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
 from hpc_bert.glue import aggregate as agg
 from hpc_bert.glue import grid as glue_grid

@@ -19,10 +19,10 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from hpc_bert.cli import build_config, read_yaml
+from hpc_bert.config.flags import build_config, read_yaml
 from hpc_bert.errors import ConfigError, UserError
 from hpc_bert.layout import FINAL_NAME, FINETUNE_DIR, MARKER_PREFIX, marker_name  # noqa: F401
-from hpc_bert.finetune import RESULTS_FILE, FinetuneConfig
+from hpc_bert.glue.finetune import RESULTS_FILE, FinetuneConfig
 from hpc_bert.glue.tasks import DEFAULT_EXCLUDED_FROM_AVERAGE, TASK_ORDER, get_task
 
 CHECKPOINTS_SUBDIR = FINETUNE_DIR

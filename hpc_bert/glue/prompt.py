@@ -107,7 +107,7 @@ def prompt_classifier(mlm, label_ids: list[int], mask_token_id: int):
     import torch
     from transformers.modeling_outputs import SequenceClassifierOutput
 
-    from hpc_bert.model import mlm_head
+    from hpc_bert.model.bert import mlm_head
     head = mlm_head(mlm)
     if head is None:
         raise UserError(f"--prompt needs a masked-LM checkpoint with a BERT or RoBERTa MLM head; "

@@ -21,9 +21,9 @@ import time
 import numpy as np
 import torch
 
-from hpc_bert import faults
+from hpc_bert.testing import faults
 from hpc_bert.atomic import fsync_dir, write_json_atomic
-from hpc_bert.distributed import barrier
+from hpc_bert.pretrain.distributed import barrier
 from hpc_bert.errors import UserError
 from hpc_bert.layout import FINETUNE_DIR
 

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from hpc_bert.cli import check_choice, field
+from hpc_bert.config.flags import check_choice, field
 from hpc_bert.errors import ConfigError
 
 CURVES = ("linear", "exp", "cosine", "constant")

@@ -49,7 +49,7 @@ def ignore_late_stop_signals() -> None:
     handlers to the default (terminate) while the interpreter shuts down, so a SIGUSR2 arriving
     then would kill a finished job, SLURM would mark it failed, and the afterok GLUE array would be
     cancelled. SIG_IGN survives the shutdown. The signals are the trainer's stop signals."""
-    from hpc_bert.distributed import SIGNAL_REASONS  # imports torch: only once training ran
+    from hpc_bert.pretrain.distributed import SIGNAL_REASONS  # imports torch: only once training ran
     for signum in SIGNAL_REASONS:
         signal.signal(signum, signal.SIG_IGN)
 
@@ -79,7 +79,7 @@ class PretrainJob:
                 raise  # submitit's own requeue (a time-limit signal during startup) exits this way
             rc = e.code  # user errors exit through sys.exit(2)
         if rc == EXIT_REQUEUE:
-            from hpc_bert.clock import Ledger  # the run dir, not the pickle, says how many allocations ran
+            from hpc_bert.pretrain.clock import Ledger  # the run dir, not the pickle, says how many allocations ran
             ledger = Ledger.load(self.run_dir)
             requeues = max(0, len(ledger.allocations) - 1) if ledger else 0
             if requeues >= self.max_requeues:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A private two-node SLURM on this machine, for the real-SLURM tests.
 
-    python tools/slurm_local.py start|stop|status [--state_dir DIR]
+    python tests/slurm_local.py start|stop|status [--state_dir DIR]
 
 `start` uses a live cluster when there is one (``sinfo`` answers with the caller's
 environment: it is reported as external and left alone). Otherwise it installs the
@@ -350,7 +350,7 @@ def render_conf(state_dir: Path, cpus: int, mem_mb: int) -> str:
         f"RealMemory={mem_mb} State=UNKNOWN"
         for n, port in zip(NODES, node_ports))
     return f"""\
-# Written by tools/slurm_local.py: a private two-node SLURM on one host for tests.
+# Written by tests/slurm_local.py: a private two-node SLURM on one host for tests.
 ClusterName={CLUSTER_NAME}
 SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort={ctld_port}

