@@ -1,14 +1,17 @@
-"""Crash-safe small files: write to a temp file, fsync, rename, fsync the folder.
+"""Crash-safe files, the one helper every writer uses: write a temp file in the same folder,
+fsync it, rename it over the target, fsync the folder.
 
 A reader sees either the old file or the new one, never a half-written one, even if the
-writer is killed (SIGKILL, node failure) at any instant.
+writer is killed (SIGKILL, node failure) at any instant. ``atomic_output`` is the general
+form (for writers that want a path, such as h5py or ``zipfile``); the others are shorthands.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, Iterator
 
 
 def fsync_dir(path: str) -> None:
@@ -19,20 +22,40 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+def fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[str]:
+    """Yield a temp path next to ``path``; on success it is fsynced and renamed over ``path``,
+    on any error (or a kill) it is removed and ``path`` is untouched."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     fsync_dir(folder)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
