@@ -14,15 +14,8 @@ import tempfile
 from typing import Any, Iterator
 
 
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: str) -> None:
+def fsync_path(path: str) -> None:
+    """fsync a file or a folder (a folder's entry list makes a rename durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -40,13 +33,13 @@ def atomic_output(path: str) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
-        fsync_file(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    fsync_dir(folder)
+    fsync_path(folder)
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from hpc_bert.testing import faults
-from hpc_bert.atomic import fsync_dir, write_json_atomic
+from hpc_bert.atomic import fsync_path, write_json_atomic
 from hpc_bert.pretrain.distributed import barrier
 from hpc_bert.errors import UserError
 from hpc_bert.layout import FINETUNE_DIR
@@ -78,7 +78,7 @@ def _fsync_tree(path: str) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        fsync_dir(folder)
+        fsync_path(folder)
 
 
 def rng_state() -> dict:
@@ -128,7 +128,7 @@ def save_training_checkpoint(engine, run_dir: str, rank: int, step: int, meta: d
         write_json_atomic(os.path.join(root, partial, META), {**meta, "tag": tag, "elapsed_s": elapsed_now(),
                                                               "saved_wall": time.time()})
         os.rename(os.path.join(root, partial), final)
-        fsync_dir(root)
+        fsync_path(root)
         saved = read_meta(run_dir, tag)
         write_json_atomic(os.path.join(root, POINTER), {"tag": tag, "step": step, "elapsed_s": saved["elapsed_s"]})
         for old in complete_checkpoints(run_dir)[:-keep]:
@@ -176,5 +176,5 @@ def save_finetune_checkpoint(hf_model, tokenizer, run_dir: str, name: str, meta:
     _fsync_tree(tmp)
     shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover without meta
     os.rename(tmp, final)
-    fsync_dir(os.path.dirname(final))
+    fsync_path(os.path.dirname(final))
     return final
