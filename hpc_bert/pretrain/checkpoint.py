@@ -73,11 +73,7 @@ def find_latest(run_dir: str) -> dict | None:
 def _fsync_tree(path: str) -> None:
     for folder, _dirs, files in os.walk(path):
         for name in files:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(os.path.join(folder, name))
         fsync_path(folder)
 
 
