@@ -71,7 +71,7 @@ class PretrainJob:
             end = _slurm_end_time(job_id.split("_")[0])
         if end:
             os.environ["HPC_BERT_ALLOCATION_END"] = str(end)
-        from hpc_bert import train
+        from hpc_bert.pretrain import train
         try:
             rc = train.main(self.train_argv)
         except SystemExit as e:
