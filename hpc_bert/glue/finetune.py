@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from hpc_bert.config.flags import check_choice, field, flat_dict, parse_config
+from hpc_bert.config.flags import check_choices, field, flat_dict, parse_config
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
 from hpc_bert.glue import metrics as glue_metrics
 from hpc_bert.glue import prompt as glue_prompt
@@ -95,8 +95,7 @@ class FinetuneConfig:
                               f"{self.evaluation_strategy} disagree: pass only one")
         self.eval_strategy = self.eval_strategy or self.evaluation_strategy or "no"
         self.evaluation_strategy = self.eval_strategy
-        check_choice("eval_strategy", self.eval_strategy, STRATEGIES)
-        check_choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
+        check_choices(self)
         for name in ("max_seq_length", "per_device_train_batch_size", "per_device_eval_batch_size",
                      "gradient_accumulation_steps", "logging_steps"):
             if getattr(self, name) < 1:
