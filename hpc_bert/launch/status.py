@@ -100,7 +100,8 @@ def plot(run_dir: str, out: str) -> None:
 
 @exit_on_user_error
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hpc_bert.status", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m hpc_bert.status", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("run_dir")
     p.add_argument("--plot", help="write a PNG of LR and loss against budget hours")
     args = p.parse_args(argv)
