@@ -49,6 +49,29 @@ def ignore_late_stop_signals() -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
+DONE, REQUEUE = "done", "requeue"
+
+
+def after_training(rc: int, allocations: int, max_requeues: int) -> str:
+    """What the pretraining job does with the trainer's exit status: DONE (0), REQUEUE
+    (EXIT_REQUEUE, while fewer than ``max_requeues`` requeues ran: ``allocations`` - 1), else it
+    fails with RuntimeError, so that SLURM marks it failed and ``afterok`` dependents are killed."""
+    if rc == 0:
+        return DONE
+    if rc == EXIT_REQUEUE:
+        if max(0, allocations - 1) >= max_requeues:
+            raise RuntimeError(f"requeue limit {max_requeues} reached before the budget was spent: "
+                               "resubmit the same command to continue from the last checkpoint")
+        return REQUEUE
+    raise RuntimeError(f"pretraining exited with status {rc}: see the job's log")
+
+
+def _allocations_recorded(run_dir: str) -> int:
+    from hpc_bert.pretrain.clock import Ledger
+    ledger = Ledger.load(run_dir)
+    return len(ledger.allocations) if ledger else 0
+
+
 class PretrainJob:
     def __init__(self, train_argv: list[str], run_dir: str, max_requeues: int, workdir: str):
         self.train_argv = list(train_argv)
@@ -66,13 +89,9 @@ class PretrainJob:
             if e.code not in (0, 1, 2, EXIT_REQUEUE):
                 raise  # submitit's own requeue (a time-limit signal during startup) exits this way
             rc = e.code  # user errors exit through sys.exit(2)
-        if rc == EXIT_REQUEUE:
-            from hpc_bert.pretrain.clock import Ledger  # the run dir, not the pickle, says how many allocations ran
-            ledger = Ledger.load(self.run_dir)
-            requeues = max(0, len(ledger.allocations) - 1) if ledger else 0
-            if requeues >= self.max_requeues:
-                raise RuntimeError(f"requeue limit {self.max_requeues} reached before the budget was spent: "
-                                   "resubmit the same command to continue from the last checkpoint")
+        # the run dir, not the pickle, says how many allocations ran
+        if after_training(rc, _allocations_recorded(self.run_dir) if rc == EXIT_REQUEUE else 0,
+                          self.max_requeues) == REQUEUE:
             if local:
                 from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE  # the LocalExecutor relaunches on it
                 sys.exit(LOCAL_REQUEUE_RETURN_CODE)
@@ -80,8 +99,6 @@ class PretrainJob:
                 # SLURM puts the job back in the queue and ends this allocation (as submitit does).
                 subprocess.run(["scontrol", "requeue", job_id.split("_")[0]], check=False, timeout=60)
             sys.exit(EXIT_REQUEUE)
-        if rc != 0:
-            raise RuntimeError(f"pretraining exited with status {rc}: see the job's log")
         ignore_late_stop_signals()
         return 0
 
