@@ -127,6 +127,12 @@ def slurm_end_time(slurm_job_id: str) -> float | None:
     return None
 
 
+def local_end_time(env: Mapping[str, str] = os.environ) -> float | None:
+    """Unix time at which submitit's LocalExecutor ends this (re)start: its emulated time limit."""
+    timeout_s = float(env.get("SUBMITIT_LOCAL_TIMEOUT_S", "0") or 0)
+    return time.time() + timeout_s if timeout_s else None
+
+
 def exports(env: Mapping[str, str] = os.environ) -> dict[str, str]:
     """What a SLURM batch script exports to its srun tasks: master address and port, deadline."""
     jid = env.get("SLURM_JOB_ID", "")

@@ -74,3 +74,10 @@ def test_ledger_reads_the_run_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu17")
     third = ledger.begin_allocation(resumed_elapsed_s=0.0, step=0, startup_s=1.0)
     assert (third.job_id, third.restart_count, third.hosts) == ("4242", 6, ["gpu17"])
+
+
+def test_local_executor_deadline():
+    import time
+    end = runenv.local_end_time({"SUBMITIT_LOCAL_TIMEOUT_S": "60"})
+    assert abs(end - (time.time() + 60)) < 5
+    assert runenv.local_end_time({}) is None

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from hpc_bert import runenv
 from hpc_bert.errors import EXIT_REQUEUE
@@ -27,11 +26,7 @@ def _export_run_env() -> tuple[int, str, bool]:
     os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks), LOCAL_RANK=str(env.local_rank),
                       MASTER_ADDR=os.environ.get("MASTER_ADDR") or hosts[0],
                       MASTER_PORT=os.environ.get("MASTER_PORT") or str(runenv.master_port(env.job_id)))
-    if local:  # the LocalExecutor's emulated time limit, counted from this (re)start
-        timeout_s = float(os.environ.get("SUBMITIT_LOCAL_TIMEOUT_S", "0") or 0)
-        end = time.time() + timeout_s if timeout_s else None
-    else:
-        end = runenv.slurm_end_time(str(env.job_id))
+    end = runenv.local_end_time() if local else runenv.slurm_end_time(str(env.job_id))
     if end:
         os.environ[runenv.DEADLINE_ENV] = str(end)
     return env.global_rank, str(env.job_id), local
