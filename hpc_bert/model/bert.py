@@ -68,7 +68,7 @@ class MaskedLM(nn.Module):
 
     def __init__(self, hf_model: nn.Module, sparse_prediction: bool = True):
         super().__init__()
-        self.hf_model = use_cpu_dropout(hf_model)  # same dropout, cheaper masks on CPU
+        self.hf_model = use_cpu_dropout(hf_model)  # same dropout, cheaper masks, on CPU only
         self.sparse_prediction = sparse_prediction
 
     @property
