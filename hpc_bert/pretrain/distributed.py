@@ -13,8 +13,8 @@ import torch
 import torch.distributed as dist
 
 # The rank layout, the master address and port, and the deadline are run-environment facts.
-from hpc_bert.runenv import DEADLINE_ENV, DistEnv, allocation_end, resolve_host  # noqa: F401 (re-exported)
-from hpc_bert.runenv import dist_env as detect_env
+from hpc_bert.runenv import DistEnv, allocation_end, resolve_host  # noqa: F401 (the trainer imports them here)
+from hpc_bert.runenv import dist_env as detect_env  # noqa: F401
 
 SIGNAL_REASONS = {signal.SIGUSR2: "timeout", signal.SIGTERM: "preempted", signal.SIGINT: "signal"}
 
