@@ -252,8 +252,8 @@ def to_yaml(cfg) -> str:
 def check_choices(cfg) -> None:
     """Every field of ``cfg`` with ``choices`` metadata holds one of them (None: unset).
 
-    Each config's ``__post_init__`` calls it first, so the valid values are written once,
-    in the field, and every bad value gets the same one-line message."""
+    Every config's ``__post_init__`` calls it (before checks that read those fields), so the
+    valid values are written once, in the field, and every bad value gets the same message."""
     for f in dataclasses.fields(cfg):
         choices = f.metadata.get("choices")
         value = getattr(cfg, f.name)
