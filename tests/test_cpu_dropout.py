@@ -84,3 +84,18 @@ def test_hf_models_keep_their_eval_outputs_and_save_plainly(tmp_path, ln_mode):
     reloaded = AutoModelForMaskedLM.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         assert torch.allclose(reloaded(input_ids=ids, attention_mask=am).logits, before, atol=1e-5)
+
+
+def test_cpu_dropout_applies_on_cpu_only(monkeypatch):
+    """Training on a GPU keeps the model as HF built it: nn.Dropout and its attention implementation."""
+    from hpc_bert.model.bert import MaskedLM
+    cfg = ModelConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                      max_position_embeddings=64)
+    gpu_bound = use_cpu_dropout(build_hf_model(cfg, 128), on_cpu=False)
+    assert any(type(m) is nn.Dropout for m in gpu_bound.modules())
+    assert not any(isinstance(m, CPUDropout) for m in gpu_bound.modules())
+    assert gpu_bound.config._attn_implementation == "sdpa"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the trainer's device choice: CUDA
+    assert not any(isinstance(m, CPUDropout) for m in MaskedLM(build_hf_model(cfg, 128)).modules())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert any(isinstance(m, CPUDropout) for m in MaskedLM(build_hf_model(cfg, 128)).modules())

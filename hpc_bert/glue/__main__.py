@@ -50,6 +50,8 @@ class AggregateArgs:
 
 
 def _split_positional(argv: list[str], what: str, usage: str) -> tuple[str, list[str]]:
+    if any(a in ("-h", "--help") for a in argv):  # the flag parser prints the help and exits 0
+        return "", argv
     if not argv or argv[0].startswith("-"):
         if "--config" in argv[:-1]:  # accept `--config FILE` as well as the positional
             i = argv.index("--config")

@@ -20,9 +20,7 @@ from typing import Sequence
 from hpc_bert.errors import UserError
 from hpc_bert.glue.grid import GLUE_SUBDIR, budget_fraction, checkpoint_sort_key, format_lr
 from hpc_bert.glue.tasks import DEFAULT_EXCLUDED_FROM_AVERAGE, TASK_ORDER, TASKS
-
-MARKDOWN_FILE = "glue_results.md"
-CSV_FILE = "glue_results.csv"
+from hpc_bert.layout import GLUE_RESULTS, GLUE_TABLE_CSV as CSV_FILE, GLUE_TABLE_MD as MARKDOWN_FILE
 
 
 @dataclass
@@ -57,7 +55,7 @@ def collect(run_dir: str) -> list[dict]:
             raise UserError(f"{run_dir} does not exist: pass the run dir whose {GLUE_SUBDIR}/ folder holds results")
         root = run_dir
     records = []
-    for path in sorted(glob.glob(os.path.join(root, "*", "*", "*", "results.json"))):
+    for path in sorted(glob.glob(os.path.join(root, "*", "*", "*", GLUE_RESULTS))):
         checkpoint = os.path.relpath(path, root).split(os.sep)[0]
         try:
             with open(path) as fh:

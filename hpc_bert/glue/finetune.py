@@ -21,13 +21,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from hpc_bert.config.flags import check_choice, field, flat_dict, parse_config
+from hpc_bert.config.flags import check_choices, field, flat_dict, parse_config
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
 from hpc_bert.glue import metrics as glue_metrics
 from hpc_bert.glue import prompt as glue_prompt
 from hpc_bert.glue.tasks import TASK_ORDER, Example, TaskSpec, get_task, load_task
+from hpc_bert.layout import GLUE_RESULTS as RESULTS_FILE
 
-RESULTS_FILE = "results.json"
 STRATEGIES = ("no", "steps", "epoch")
 SCHEDULERS = ("linear", "polynomial", "cosine", "constant", "constant_with_warmup", "inverse_sqrt")
 # The subset picked by --max_train_samples is the same for every --seed, so seeds differ
@@ -95,8 +95,7 @@ class FinetuneConfig:
                               f"{self.evaluation_strategy} disagree: pass only one")
         self.eval_strategy = self.eval_strategy or self.evaluation_strategy or "no"
         self.evaluation_strategy = self.eval_strategy
-        check_choice("eval_strategy", self.eval_strategy, STRATEGIES)
-        check_choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
+        check_choices(self)
         for name in ("max_seq_length", "per_device_train_batch_size", "per_device_eval_batch_size",
                      "gradient_accumulation_steps", "logging_steps"):
             if getattr(self, name) < 1:
@@ -155,18 +154,11 @@ def check_checkpoint(path: str, what: str) -> None:
 
 
 def load_tokenizer(cfg: FinetuneConfig):
-    from transformers import AutoTokenizer
+    """The fine-tuning tokenizer: --tokenizer_name, else the checkpoint's own (data/tokenizer.py loads it)."""
+    from hpc_bert.data import tokenizer as data_tokenizer
     source = cfg.tokenizer_name or cfg.model_name_or_path
     check_checkpoint(source, "--tokenizer_name" if cfg.tokenizer_name else "--model_name_or_path")
-    try:
-        tok = AutoTokenizer.from_pretrained(source)
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"cannot load a tokenizer from {source} ({first}): save one there with "
-                        "save_pretrained, or pass --tokenizer_name DIR") from None
-    if tok.pad_token is None:
-        raise UserError(f"the tokenizer of {source} has no padding token: set one (e.g. [PAD]) and save it again")
-    return tok
+    return data_tokenizer.load_tokenizer(source)
 
 
 def load_model(cfg: FinetuneConfig, task: TaskSpec, tokenizer=None, label_ids: list[int] | None = None):

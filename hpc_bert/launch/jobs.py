@@ -11,34 +11,24 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
+from hpc_bert import runenv
 from hpc_bert.errors import EXIT_REQUEUE
 
-LOCAL_REQUEUE_EXIT = 144  # submitit's LocalExecutor relaunches tasks that exit with it
 
-
-def _slurm_end_time(job_id: str) -> float | None:
-    """Unix time at which SLURM will end this allocation (its EndTime), if it says."""
-    try:
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%e"], capture_output=True, text=True,
-                             timeout=30).stdout.strip().splitlines()
-        if out and out[0] not in ("N/A", "Unknown", "NONE"):
-            return time.mktime(time.strptime(out[0], "%Y-%m-%dT%H:%M:%S"))
-    except (OSError, subprocess.SubprocessError, ValueError):
-        pass
-    return None
-
-
-def _export_distributed_env() -> tuple[int, str, bool]:
-    """Rank variables for the trainer from submitit's view of the job; returns (rank, job id, local?)."""
+def _export_run_env() -> tuple[int, str, bool]:
+    """Rank variables and the allocation deadline for the trainer, from submitit's public view of
+    the job (JobEnvironment); returns (rank, job id, local?)."""
     import submitit
     env = submitit.JobEnvironment()
-    local = "SUBMITIT_LOCAL_JOB_ID" in os.environ
+    local = env.cluster == "local"
     hosts = env.hostnames if not local else ["127.0.0.1"]
     os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks), LOCAL_RANK=str(env.local_rank),
                       MASTER_ADDR=os.environ.get("MASTER_ADDR") or hosts[0],
-                      MASTER_PORT=os.environ.get("MASTER_PORT", str(20000 + int(str(env.job_id).split("_")[0]) % 20000)))
+                      MASTER_PORT=os.environ.get("MASTER_PORT") or str(runenv.master_port(env.job_id)))
+    end = runenv.local_end_time() if local else runenv.slurm_end_time(str(env.job_id))
+    if end:
+        os.environ[runenv.DEADLINE_ENV] = str(end)
     return env.global_rank, str(env.job_id), local
 
 
@@ -54,6 +44,29 @@ def ignore_late_stop_signals() -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
+DONE, REQUEUE = "done", "requeue"
+
+
+def after_training(rc: int, allocations: int, max_requeues: int) -> str:
+    """What the pretraining job does with the trainer's exit status: DONE (0), REQUEUE
+    (EXIT_REQUEUE, while fewer than ``max_requeues`` requeues ran: ``allocations`` - 1), else it
+    fails with RuntimeError, so that SLURM marks it failed and ``afterok`` dependents are killed."""
+    if rc == 0:
+        return DONE
+    if rc == EXIT_REQUEUE:
+        if max(0, allocations - 1) >= max_requeues:
+            raise RuntimeError(f"requeue limit {max_requeues} reached before the budget was spent: "
+                               "resubmit the same command to continue from the last checkpoint")
+        return REQUEUE
+    raise RuntimeError(f"pretraining exited with status {rc}: see the job's log")
+
+
+def _allocations_recorded(run_dir: str) -> int:
+    from hpc_bert.pretrain.clock import Ledger
+    ledger = Ledger.load(run_dir)
+    return len(ledger.allocations) if ledger else 0
+
+
 class PretrainJob:
     def __init__(self, train_argv: list[str], run_dir: str, max_requeues: int, workdir: str):
         self.train_argv = list(train_argv)
@@ -63,14 +76,7 @@ class PretrainJob:
 
     def __call__(self) -> int:
         os.chdir(self.workdir)
-        rank, job_id, local = _export_distributed_env()
-        end = None
-        if local:
-            end = time.time() + float(os.environ.get("SUBMITIT_LOCAL_TIMEOUT_S", "0") or 0) or None
-        else:
-            end = _slurm_end_time(job_id.split("_")[0])
-        if end:
-            os.environ["HPC_BERT_ALLOCATION_END"] = str(end)
+        rank, job_id, local = _export_run_env()
         from hpc_bert.pretrain import train
         try:
             rc = train.main(self.train_argv)
@@ -78,21 +84,16 @@ class PretrainJob:
             if e.code not in (0, 1, 2, EXIT_REQUEUE):
                 raise  # submitit's own requeue (a time-limit signal during startup) exits this way
             rc = e.code  # user errors exit through sys.exit(2)
-        if rc == EXIT_REQUEUE:
-            from hpc_bert.pretrain.clock import Ledger  # the run dir, not the pickle, says how many allocations ran
-            ledger = Ledger.load(self.run_dir)
-            requeues = max(0, len(ledger.allocations) - 1) if ledger else 0
-            if requeues >= self.max_requeues:
-                raise RuntimeError(f"requeue limit {self.max_requeues} reached before the budget was spent: "
-                                   "resubmit the same command to continue from the last checkpoint")
+        # the run dir, not the pickle, says how many allocations ran
+        if after_training(rc, _allocations_recorded(self.run_dir) if rc == EXIT_REQUEUE else 0,
+                          self.max_requeues) == REQUEUE:
             if local:
-                sys.exit(LOCAL_REQUEUE_EXIT)
+                from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE  # the LocalExecutor relaunches on it
+                sys.exit(LOCAL_REQUEUE_RETURN_CODE)
             if rank == 0:
                 # SLURM puts the job back in the queue and ends this allocation (as submitit does).
                 subprocess.run(["scontrol", "requeue", job_id.split("_")[0]], check=False, timeout=60)
             sys.exit(EXIT_REQUEUE)
-        if rc != 0:
-            raise RuntimeError(f"pretraining exited with status {rc}: see the job's log")
         ignore_late_stop_signals()
         return 0
 

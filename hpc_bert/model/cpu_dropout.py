@@ -87,8 +87,16 @@ def register() -> None:
     ALL_MASK_ATTENTION_FUNCTIONS.register(ATTN_IMPLEMENTATION, sdpa_mask)
 
 
-def use_cpu_dropout(model: nn.Module) -> nn.Module:
-    """Swap every nn.Dropout for CPUDropout and route attention through ``attention`` above."""
+def use_cpu_dropout(model: nn.Module, on_cpu: bool | None = None) -> nn.Module:
+    """Swap every nn.Dropout for CPUDropout and route attention through ``attention`` above,
+    when training runs on CPU; otherwise return ``model`` untouched (PyTorch's dropout, SDPA).
+
+    ``on_cpu`` None: training runs on CPU exactly when no CUDA device is visible, which is how
+    pretrain/distributed.py's init_distributed picks the device (the model is still on CPU here)."""
+    if on_cpu is None:
+        on_cpu = not torch.cuda.is_available()
+    if not on_cpu:
+        return model
     register()
     for parent in model.modules():
         for name, child in list(parent.named_children()):
