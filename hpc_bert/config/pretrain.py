@@ -212,10 +212,14 @@ class RuntimeConfig:
     zero_stage: int = field(0, help="DeepSpeed ZeRO stage 0-3")
     tensorboard: bool = field(True)
     progress_bar: bool = field(True)
+    compile: str = field("auto", help="torch.compile the encoder and head + loss: auto = on with CUDA, off on CPU",
+                         choices=("auto", "true", "false"))
+    compile_cache_dir: str | None = field(None, help="Inductor's cache; default RUN_DIR/compile_cache")
 
     def __post_init__(self):
         check_choice("fp16_backend", self.fp16_backend, ("ds", "apex"))
         check_choice("zero_stage", self.zero_stage, (0, 1, 2, 3))
+        check_choice("compile", self.compile, ("auto", "true", "false"))
         _positive("print_steps", self.print_steps)
         if self.fp16 and self.bf16:
             raise ConfigError("--fp16 and --bf16 are both set: choose one precision")
