@@ -76,8 +76,10 @@ def warmup_batch(micro: int, seq_len: int, vocab_size: int, max_predictions: int
 
 
 def prepare_compiled(model, runtime, run_dir: str, device: str, micro: int, seq_len: int,
-                     log: Callable[[str], None]) -> float:
-    """Compile ``model`` and run the compile now; returns its seconds (0.0 in eager mode)."""
+                     log: Callable[[str], None], eval_micro: int | None = None) -> float:
+    """Compile ``model`` and run the compile now: a training forward + backward and, when the run
+    validates (``eval_micro``), an eval forward of that batch size. Returns the seconds (0.0 in
+    eager mode)."""
     missing = backend_missing()
     if missing:
         log(f"--compile: {missing}; training in eager mode")
@@ -95,6 +97,11 @@ def prepare_compiled(model, runtime, run_dir: str, device: str, micro: int, seq_
         loss = model(**batch)
     loss.backward()
     model.zero_grad(set_to_none=True)
+    if eval_micro:
+        model.eval()
+        with torch.no_grad(), torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16,
+                                             enabled=runtime.bf16):
+            model(**warmup_batch(eval_micro, seq_len, vocab, model.max_predictions, device))
     model.train(was_training)
     torch.set_rng_state(cpu_rng)
     if cuda_rng is not None:

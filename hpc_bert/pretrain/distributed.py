@@ -91,19 +91,20 @@ def init_distributed(denv: DistEnv) -> str:
     return device
 
 
+def all_reduce(t: torch.Tensor, op) -> torch.Tensor:
+    """In place over all ranks; a no-op alone. Every collective of the loop goes through here."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=op)
+    return t
+
+
 def all_agree_max(values: list[float], device: str) -> list[float]:
     """Element-wise max over ranks (one all-reduce, one host read)."""
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.tolist()
+    return all_reduce(torch.tensor(values, dtype=torch.float64, device=device), dist.ReduceOp.MAX).tolist()
 
 
 def all_sum(values: list[float], device: str) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.tolist()
+    return all_reduce(torch.tensor(values, dtype=torch.float64, device=device), dist.ReduceOp.SUM).tolist()
 
 
 def agree_step(stop_code: int, elapsed_s: float, loss_sum: torch.Tensor | None, device: str) -> tuple[int, float, bool]:
@@ -116,9 +117,7 @@ def agree_step(stop_code: int, elapsed_s: float, loss_sum: torch.Tensor | None, 
     t = torch.tensor([float(stop_code), elapsed_s, 0.0], dtype=torch.float64, device=device)
     if loss_sum is not None:
         t[2] = (~torch.isfinite(loss_sum)).to(torch.float64)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    code, elapsed, nonfinite = t.tolist()
+    code, elapsed, nonfinite = all_reduce(t, dist.ReduceOp.MAX).tolist()
     return int(code), elapsed, nonfinite > 0
 
 

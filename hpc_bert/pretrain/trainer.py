@@ -159,6 +159,20 @@ def run_training(cfg) -> int:
             lock.release()
 
 
+def accumulate(engine, batches, accum: int, device: str) -> tuple[torch.Tensor, int]:
+    """``accum`` micro batches = one optimizer step of the engine. Returns the summed loss, still
+    on the device (nothing here waits for it), and how many epochs ended."""
+    loss_sum, epochs_ended = torch.zeros((), dtype=torch.float64, device=device), 0
+    for _ in range(accum):
+        batch = next(batches)
+        loss = engine(**{k: t.to(device) for k, t in batch.tensors.items()})
+        engine.backward(loss)
+        engine.step()
+        loss_sum += loss.detach()
+        epochs_ended += int(batch.last_in_epoch)
+    return loss_sum, epochs_ended
+
+
 class _Allocation:
     """One allocation's training: set up before the clock, then the loop (see ``run``).
 
@@ -188,7 +202,8 @@ class _Allocation:
         self.val_batches = val_batches
         # compiling is startup: it happens before the clock starts and before the engine exists
         self.compile_s = prepare_compiled(model, cfg.runtime, run_dir, device, micro, info.max_seq_length,
-                                          lambda msg: log(rank, msg)) if use_compile(cfg.runtime, device) else 0.0
+                                          lambda msg: log(rank, msg), len(val_batches[0]["input_ids"])
+                                          if val_batches else None) if use_compile(cfg.runtime, device) else 0.0
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=build_optimizer(model, cfg.optim), config=deepspeed_config(cfg, accum, device))
         self.state = TrainState()
@@ -270,14 +285,7 @@ class _Allocation:
                                          s.budget_s, state.step, s.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
-        loss_sum, epochs_ended = torch.zeros((), dtype=torch.float64, device=self.device), 0
-        for _ in range(self.accum):
-            batch = next(batches)
-            loss = self.engine(**{k: t.to(self.device) for k, t in batch.tensors.items()})
-            self.engine.backward(loss)
-            self.engine.step()
-            loss_sum += loss.detach()
-            epochs_ended += int(batch.last_in_epoch)
+        loss_sum, epochs_ended = accumulate(self.engine, batches, self.accum, self.device)
         self.clock.on_optimizer_step()
         state.step += 1
         state.samples_seen += self.cfg.optim.train_batch_size
