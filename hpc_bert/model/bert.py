@@ -100,6 +100,10 @@ class MaskedLM(nn.Module):
         return self.head_loss(rows, labels)
 
     def _encode(self, input_ids, attention_mask, token_type_ids):
+        if attention_mask.ndim == 2:
+            # as a 4-D boolean mask transformers uses it as it is; from a 2-D one it first asks
+            # the device whether the batch has padding at all (a host sync per micro batch)
+            attention_mask = attention_mask.bool()[:, None, None, :]
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                             token_type_ids=token_type_ids).last_hidden_state
 

@@ -19,16 +19,23 @@ _SYNC_OPS = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.m
 
 
 class HostSyncCounter(TorchDispatchMode):
-    """``with HostSyncCounter() as c: ...``; then ``c.syncs`` (a Counter by op) and ``c.all_reduces``."""
+    """``with HostSyncCounter() as c: ...``; then ``c.syncs`` (a Counter by op) and ``c.all_reduces``.
 
-    def __init__(self):
+    ``host_tensors``: tensors that live on the host on every device (e.g. torch AdamW's per-
+    parameter ``step`` counters outside the fused path), whose reads never wait for a GPU.
+    """
+
+    def __init__(self, host_tensors=()):
         super().__init__()
         self.syncs: collections.Counter = collections.Counter()
         self.all_reduces = 0
+        self._host = {t.data_ptr() for t in host_tensors}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = str(func)
-        if name in _SYNC_OPS or (name.startswith("aten.index.Tensor") and any(
+        if name == "aten._local_scalar_dense.default" and args[0].data_ptr() in self._host:
+            pass  # a host counter: no device to wait for
+        elif name in _SYNC_OPS or (name.startswith("aten.index.Tensor") and any(
                 isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] if len(args) > 1 else ()))):
             self.syncs[name] += 1
         return func(*args, **(kwargs or {}))
