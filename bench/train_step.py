@@ -264,7 +264,7 @@ def main() -> int:
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile bare and ours (warmup absorbs it)")
     p.add_argument("--ds_adam", action="store_true", help="DeepSpeed's FusedAdam instead of torch's AdamW")
-    p.add_argument("--skip_hf", action="store_true")
+    p.add_argument("--only", default="hf,bare,ours,syncs", help="which measurements, comma-separated")
     p.add_argument("--sync_accum", type=int, default=2, help="micro batches per step when counting syncs")
     p.add_argument("--peak_tflops", type=float, default=None,
                    help="peak for MFU; default 790 (H100/H200 dense bf16) on CUDA, none on CPU")
@@ -273,12 +273,14 @@ def main() -> int:
     batches = make_batches(args.steps + args.warmup, args.micro, args.seq, args.max_predictions)
     timed_samples = args.steps * args.micro
     real_tokens = sum(int(b["attention_mask"].sum()) for b in batches[args.warmup:])
-    hf = None if args.skip_hf else bench_hf_trainer(mcfg, batches, args.warmup, args.bf16)  # before any process group
+    only = set(args.only.split(","))
+    hf = bench_hf_trainer(mcfg, batches, args.warmup, args.bf16) if "hf" in only else None  # before any process group
     common = (mcfg, batches, args.warmup, args.device, args.bf16, args.max_predictions, args.compile, args.ds_adam)
-    bare = bench_bare(*common)
+    bare = bench_bare(*common) if "bare" in only else None
     init_process_group()
     ours = bench_ours(*common)
-    before, after = count_syncs(mcfg, batches, args.device, args.bf16, args.max_predictions, args.sync_accum)
+    syncs = count_syncs(mcfg, batches, args.device, args.bf16, args.max_predictions, args.sync_accum) \
+        if "syncs" in only else None
 
     peak = args.peak_tflops or (790.0 if args.device.startswith("cuda") else None)
     flops = train_flops_per_sample(mcfg, args.seq, args.max_predictions)
@@ -288,7 +290,9 @@ def main() -> int:
           f"{torch.get_num_threads()} threads; {args.steps} timed steps after {args.warmup} warmup")
     print(f"FLOPs per sample {flops / 1e9:.2f} GFLOP (3 x forward: seq x (24 L h^2 + 4 L h seq) + "
           f"{args.max_predictions} head rows x 2 (h^2 + h V))")
-    rows = [("ours (DeepSpeed engine, our loop)", ours), ("bare PyTorch loop, same math", bare)]
+    rows = [("ours (DeepSpeed engine, our loop)", ours)]
+    if bare is not None:
+        rows.append(("bare PyTorch loop, same math", bare))
     if hf is not None:
         rows.append((f"HF Trainer BertForMaskedLM ({hf[1]})", hf[0]))
     for name, seconds in rows:
@@ -296,8 +300,13 @@ def main() -> int:
         mfu = f"  MFU {rate * flops / (peak * 1e12):6.1%} of {peak:g} TFLOP/s" if peak else ""
         print(f"{name:42s} {rate:9.2f} samples/s  {real_tokens / seconds:11.0f} real tokens/s  "
               f"{rate * flops / 1e12:7.2f} TFLOP/s{mfu}")
-    print(f"ratio ours / bare: {bare / ours:.3f}x (goal >= 0.95)"
-          + (f"; ours / HF Trainer: {hf[0] / ours:.2f}x (goal >= 1.5)" if hf else ""))
+    if bare is not None:
+        print(f"ratio ours / bare: {bare / ours:.3f}x (goal >= 0.95)")
+    if hf is not None:
+        print(f"ratio ours / HF Trainer: {hf[0] / ours:.2f}x (goal >= 1.5)")
+    if syncs is None:
+        return 0
+    before, after = syncs
     print(f"host syncs per optimizer step of {args.sync_accum} micro batches: before {before['syncs']} "
           f"{before['by_op']}, {before['all_reduces']} all-reduces; ours {after['syncs']} {after['by_op']}, "
           f"{after['all_reduces']} all-reduce")

@@ -267,9 +267,9 @@ class _Allocation:
                 self.save_checkpoint(d.checkpoint, elapsed)
             if d.stop:
                 break
-            faults.at("step", state.step)
             t_step = time.monotonic()
             loss_sum, epochs_ended = self.optimizer_step(batches, elapsed)
+            faults.at("step", state.step)  # tests: a signal after step N is agreed at N's boundary
         return self.finish(d)
 
     def stop_code(self) -> StopCode:
