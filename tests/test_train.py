@@ -124,8 +124,10 @@ def test_kill9_resumes_from_last_complete_checkpoint_and_records_lost_time(tmp_p
     led = Ledger.load(str(run))
     first = led.allocations[0]
     assert first.end_reason == "crash"
-    # periodic checkpoints every 1.5 simulated minutes = 9 steps: step 9 was the newest before the kill
-    assert first.lost_s == pytest.approx((17 - 9) * STEP_S)
+    # periodic checkpoints every 1.5 simulated minutes = 9 steps: step 9 was the newest before the kill;
+    # the kill lands right after step 17's compute, before its boundary, so the ledger's last
+    # heartbeat (every boundary at --print_steps 1) is step 16's
+    assert first.lost_s == pytest.approx((16 - 9) * STEP_S)
     assert led.allocations[1].step_begin == 9
     assert_same_weights(run, uninterrupted)       # replaying the lost steps is exact too
     assert trace(run)["marker"] == trace(uninterrupted)["marker"]
