@@ -30,6 +30,7 @@ fi
 {
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 "$PY" -c 'import torch, transformers, deepspeed; print("torch", torch.__version__, "transformers", transformers.__version__, "deepspeed", deepspeed.__version__)'
+"$PY" -c 'import triton; print("triton", triton.__version__)' || echo "no triton: --compile falls back to eager (one log line)"
 export TORCHINDUCTOR_CACHE_DIR=/tmp/hpc_bert_inductor  # shared by the bench runs below: same graphs compile once
 TS="bench/train_step.py --preset large --device cuda --bf16 --seq 128 --steps 20 --warmup 5"
 quiet() { grep -v -i -E "warn|^\[|it/s\]"; }
