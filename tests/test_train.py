@@ -267,7 +267,7 @@ def test_two_cpu_ranks_stay_in_sync(tmp_path, inputs):
     for rank in (0, 1):
         state = torch.load(run / "checkpoints" / tag / f"rank_{rank}_state.pt", weights_only=False)["loader"]
         assert state["rank"] == rank and state["world_size"] == 2
-        loader = PretrainingDataLoader(inputs[0], micro_batch_size=4, rank=rank, world_size=2, seed=7, prefetch=0)
+        loader = PretrainingDataLoader(inputs[0], micro_batch_size=4, rank=rank, world_size=2, seed=7, prefetch=1)
         loader.load_state_dict(state)
         batches = iter(loader)
         rows.append({tuple(r.tolist()) for _ in range(5) for r in next(batches).tensors["input_ids"]})
