@@ -8,7 +8,8 @@ checkpoints are unchanged.
 torch.compile is lazy, so ``prepare_compiled`` runs one forward + backward on a synthetic
 batch of the training shape before the engine exists: that compile is startup, recorded in
 the ledger, never budget. Gradients are dropped and the RNG state restored afterwards, so
-the run's numbers do not depend on the warmup. Inductor's cache lives in a stable folder
+the run's numbers do not depend on the warmup (under --fp16 DeepSpeed casts the weights to
+half afterwards, so the first step compiles again, inside the budget). Inductor's cache lives in a stable folder
 (default RUN_DIR/compile_cache), so a requeued allocation reads compiled code back instead
 of compiling again. Where the backend is missing, one log line and eager mode.
 """
