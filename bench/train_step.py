@@ -1,10 +1,20 @@
-"""Training throughput: our step (DeepSpeed + sparse MLM head) against an HF Trainer baseline.
+"""Training throughput, three ways on the same batches in one run, plus host syncs per step.
 
-Same model shape, same batches, same machine, same run. The baseline is what a user would
-write without this package: transformers' Trainer on BertForMaskedLM (full MLM head over
-every position). Prints samples/s of each and their ratio (goal on CPU: >= 1.5x).
+- HF Trainer: what a user writes without this package — transformers' Trainer on
+  BertForMaskedLM (full MLM head), one process, no DDP wrapper at world size 1; on CUDA bf16,
+  SDPA and fused AdamW. It runs first, before any process group exists, so the Trainer
+  cannot mistake the run for a distributed one.
+- bare: a plain PyTorch loop doing our step's math (the same model, static sparse head and
+  optimizer; forward, backward, step), to show what the DeepSpeed engine and our loop cost.
+- ours: the trainer's step (``trainer.accumulate`` on the DeepSpeed engine, then the
+  boundary's ``agree_step``), optionally with ``--compile``.
 
-    python bench/train_step.py [--preset small|base|large] [--steps 20] [--device cpu|cuda] [--bf16]
+Prints samples/s, real (non-padding) tokens/s, MFU with the FLOP count it uses, the ratios
+ours/bare and ours/HF, and host syncs + all-reduces per optimizer step for ours and for the
+loop as it was before issue 17 (a float() per micro batch, a boolean-index gather, two
+agreements per step), counted with hpc_bert.testing.syncs.
+
+    python bench/train_step.py [--preset small|base|large] [--steps 12] [--device cpu|cuda] [--bf16] [--compile]
 """
 from __future__ import annotations
 
@@ -24,81 +34,179 @@ PRESETS = {  # (layers, hidden, heads, intermediate)
     "large": (24, 1024, 16, 4096),
 }
 VOCAB = 30528  # BERT's 30522 padded to a multiple of 8
+MASK_ID = 103
 
 
-def model_cfg(preset: str, ln_mode: str):
+def model_cfg(preset: str, ln_mode: str, dropout: float):
     from hpc_bert.config.pretrain import ModelConfig
     layers, hidden, heads, inter = PRESETS[preset]
     return ModelConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                        intermediate_size=inter, max_position_embeddings=512, encoder_ln_mode=ln_mode,
-                       hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+                       hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
 
 
-def make_batches(n: int, micro: int, seq: int, seed: int = 0) -> list[dict]:
+def make_batches(n: int, micro: int, seq: int, max_predictions: int, seed: int = 0) -> list[dict]:
+    """Static-masked batches like the shards': lengths from seq/2 to seq, 15% of real tokens
+    masked, at most ``max_predictions`` per row."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
         ids = torch.randint(1000, VOCAB - 8, (micro, seq), generator=g)
+        lengths = torch.randint(seq // 2, seq + 1, (micro,), generator=g)
+        attention = (torch.arange(seq)[None, :] < lengths[:, None]).long()
         labels = torch.full_like(ids, -100)
-        masked = torch.rand((micro, seq), generator=g) < 0.15
-        labels[masked] = ids[masked]
-        ids[masked] = 103
-        out.append({"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                    "token_type_ids": torch.zeros_like(ids), "labels": labels})
+        for r in range(micro):
+            k = min(max_predictions, max(1, round(0.15 * int(lengths[r]))))
+            pos = torch.randperm(int(lengths[r]) - 2, generator=g)[:k] + 1
+            labels[r, pos] = ids[r, pos]
+            ids[r, pos] = MASK_ID
+        ids = ids * attention
+        out.append({"input_ids": ids, "attention_mask": attention, "token_type_ids": torch.zeros_like(ids),
+                    "labels": labels})
     return out
 
 
-def bench_ours(mcfg, batches, warmup: int, device: str, bf16: bool, sparse: bool = True,
-               autocast: bool = True) -> float:
-    import deepspeed
-    from hpc_bert.config.pretrain import OptimConfig
-    from hpc_bert.pretrain.distributed import DistEnv, init_distributed
+def sync_device(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def build_model(mcfg, max_predictions, compile_: bool, device: str):
     from hpc_bert.model.bert import MaskedLM, build_hf_model
-    from hpc_bert.model.optim import build_optimizer
-    init_distributed(DistEnv(0, 1, 0, "127.0.0.1", 29400 + os.getpid() % 500))
+    from hpc_bert.model.compile import compile_masked_lm
     torch.manual_seed(0)
-    model = MaskedLM(build_hf_model(mcfg, VOCAB), sparse_prediction=sparse)
-    micro = batches[0]["input_ids"].shape[0]
-    opt_cfg = OptimConfig(train_batch_size=micro, train_micro_batch_size_per_gpu=micro)
-    engine, optimizer, _, _ = deepspeed.initialize(
-        model=model, optimizer=build_optimizer(model, opt_cfg),
-        config={"train_batch_size": micro, "train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": 1,
-                # bf16 either as torch autocast over fp32 weights (what the trainer uses) or as
-                # DeepSpeed's bf16 weights + fp32 master copy (BF16_Optimizer), for comparison.
-                "torch_autocast": {"enabled": bf16 and autocast, "dtype": "bfloat16"},
-                "bf16": {"enabled": bf16 and not autocast}, "zero_optimization": {"stage": 0}, "steps_per_print": 10 ** 12,
-                "zero_allow_untested_optimizer": True})
+    model = MaskedLM(build_hf_model(mcfg, VOCAB), sparse_prediction=True, max_predictions=max_predictions)
+    if compile_:
+        compile_masked_lm(model)
+    return model.to(device)
+
+
+def optimizer_for(model, ds_adam: bool):
+    from hpc_bert.config.pretrain import OptimConfig
+    from hpc_bert.model.optim import build_optimizer, parameter_groups
+    if ds_adam:  # DeepSpeed's fused Adam (CUDA op, JIT-built) in AdamW mode
+        from deepspeed.ops.adam import FusedAdam
+        return FusedAdam(parameter_groups(model, 0.01), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, adam_w_mode=True)
+    return build_optimizer(model, OptimConfig(lr=1e-4))
+
+
+def timed(batches, warmup: int, device: str, step) -> float:
+    """Seconds for the batches after ``warmup`` (compile and allocator warmup excluded)."""
     t0 = None
     for i, b in enumerate(batches):
         if i == warmup:
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
+            sync_device(device)
             t0 = time.perf_counter()
-        loss = engine(**{k: v.to(device) for k, v in b.items()})
-        engine.backward(loss)
-        engine.step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    rate = (len(batches) - warmup) * micro / (time.perf_counter() - t0)
-    del engine, optimizer, model
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-    return rate
+        step(b)
+    sync_device(device)
+    return time.perf_counter() - t0
 
 
-def train_flops_per_sample(mcfg, seq: int, masked: float) -> float:
+def bench_bare(mcfg, batches, warmup, device, bf16, max_predictions, compile_, ds_adam) -> float:
+    model = build_model(mcfg, max_predictions, compile_, device).train()
+    opt = optimizer_for(model, ds_adam)
+    kind = device.split(":")[0]
+
+    def step(b):
+        with torch.autocast(device_type=kind, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**{k: v.to(device) for k, v in b.items()})
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return timed(batches, warmup, device, step)
+
+
+def init_process_group() -> None:
+    from hpc_bert.pretrain.distributed import DistEnv, init_distributed
+    init_distributed(DistEnv(0, 1, 0, "127.0.0.1", 29400 + os.getpid() % 500))
+
+
+def ours_engine(mcfg, micro, accum, device, bf16, max_predictions, compile_, ds_adam):
+    import deepspeed
+    model = build_model(mcfg, max_predictions, compile_, device)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer_for(model, ds_adam),
+        config={"train_batch_size": micro * accum, "train_micro_batch_size_per_gpu": micro,
+                "gradient_accumulation_steps": accum, "torch_autocast": {"enabled": bf16, "dtype": "bfloat16"},
+                "zero_optimization": {"stage": 0}, "steps_per_print": 10 ** 12, "zero_allow_untested_optimizer": True})
+    engine.train()
+    return engine
+
+
+def as_loader_batches(batches):
+    import itertools
+    from hpc_bert.data.loader import Batch
+    return itertools.cycle([Batch(0, i, False, b) for i, b in enumerate(batches)])
+
+
+def bench_ours(mcfg, batches, warmup, device, bf16, max_predictions, compile_, ds_adam) -> float:
+    from hpc_bert.pretrain.distributed import agree_step
+    from hpc_bert.pretrain.trainer import accumulate
+    micro = batches[0]["input_ids"].shape[0]
+    engine = ours_engine(mcfg, micro, 1, device, bf16, max_predictions, compile_, ds_adam)
+    source = as_loader_batches(batches)
+
+    def step(_b):  # the loop's work per optimizer step: the micro batches, then the boundary's agreement
+        loss_sum, _ = accumulate(engine, source, 1, device)
+        agree_step(0, 0.0, loss_sum, device)
+
+    seconds = timed(batches, warmup, device, step)
+    del engine
+    return seconds
+
+
+def count_syncs(mcfg, batches, device, bf16, max_predictions, accum: int) -> tuple[dict, dict]:
+    """Host syncs and all-reduces in one optimizer step of ``accum`` micro batches: ours, and the
+    loop before issue 17 (its code as it was: float(loss) per micro batch, the boolean-index
+    gather, all_agree_max before and after the step)."""
+    from hpc_bert.pretrain.distributed import agree_step, all_agree_max
+    from hpc_bert.pretrain.trainer import accumulate
+    from hpc_bert.testing.syncs import HostSyncCounter
+    micro = batches[0]["input_ids"].shape[0]
+    out = {}
+    for name, max_pred in (("before", None), ("ours", max_predictions)):
+        engine = ours_engine(mcfg, micro, accum, device, bf16, max_pred, False, False)
+        if name == "before":  # it passed the 2-D mask, which transformers checks for padding on the host
+            hf = engine.module
+            hf.encode = lambda ids, mask, types: hf.encoder(input_ids=ids, attention_mask=mask,
+                                                            token_type_ids=types).last_hidden_state
+        source = as_loader_batches(batches)
+        accumulate(engine, source, accum, device)  # first step outside the count (lazy state)
+        counters = [st["step"] for st in engine.optimizer.state.values() if torch.is_tensor(st.get("step"))]
+        with HostSyncCounter(host_tensors=counters) as c:
+            if name == "ours":
+                loss_sum, _ = accumulate(engine, source, accum, device)
+                agree_step(0, 1.0, loss_sum, device)
+            else:
+                all_agree_max([0.0, 1.0], device)
+                loss_total = 0.0
+                for _ in range(accum):
+                    b = next(source)
+                    loss = engine(**{k: t.to(device) for k, t in b.tensors.items()})
+                    engine.backward(loss)
+                    engine.step()
+                    loss_total += float(loss.detach())
+                all_agree_max([0.0, 1.0], device)
+        out[name] = {"syncs": c.total, "by_op": dict(c.syncs), "all_reduces": c.all_reduces}
+        del engine
+    return out["before"], out["ours"]
+
+
+def train_flops_per_sample(mcfg, seq: int, head_rows: float) -> float:
     """Matmul FLOPs of one training sample (forward + backward = 3x forward).
 
     Encoder: 24 L h^2 per token for the projections and MLP, 4 L h s per token for the
-    attention scores and weighted sum; MLM head (transform + tied decoder) only on the
-    masked positions the sparse head computes. Embedding lookups do no matmul work.
+    attention scores and weighted sum (padding included: the kernels compute it); MLM head
+    (transform + tied decoder) on the ``head_rows`` rows per sample the static gather feeds
+    it. Embedding lookups do no matmul work.
     """
     L, h = mcfg.num_hidden_layers, mcfg.hidden_size
-    forward = seq * (24 * L * h * h + 4 * L * h * seq) + masked * seq * 2 * (h * h + h * VOCAB)
+    forward = seq * (24 * L * h * h + 4 * L * h * seq) + head_rows * 2 * (h * h + h * VOCAB)
     return 3 * forward
 
 
-def bench_hf_trainer(mcfg, batches, warmup: int, bf16: bool) -> float:
+def bench_hf_trainer(mcfg, batches, warmup: int, bf16: bool) -> tuple[float, str]:
     from torch.utils.data import Dataset
     from transformers import BertConfig, BertForMaskedLM, Trainer, TrainerCallback, TrainingArguments
 
@@ -117,8 +225,7 @@ def bench_hf_trainer(mcfg, batches, warmup: int, bf16: bool) -> float:
 
         def on_step_begin(self, args, state, control, **kw):
             if state.global_step == warmup:
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
+                sync_device("cuda" if torch.cuda.is_available() else "cpu")
                 Timer.t0 = time.perf_counter()
 
     rows = [{k: v[j] for k, v in b.items()} for b in batches for j in range(b["input_ids"].shape[0])]
@@ -127,16 +234,21 @@ def bench_hf_trainer(mcfg, batches, warmup: int, bf16: bool) -> float:
     model = BertForMaskedLM(BertConfig(vocab_size=VOCAB, hidden_size=mcfg.hidden_size,
                                        num_hidden_layers=mcfg.num_hidden_layers,
                                        num_attention_heads=mcfg.num_attention_heads,
-                                       intermediate_size=mcfg.intermediate_size, attn_implementation="sdpa"))
+                                       intermediate_size=mcfg.intermediate_size,
+                                       hidden_dropout_prob=mcfg.hidden_dropout_prob,
+                                       attention_probs_dropout_prob=mcfg.attention_probs_dropout_prob,
+                                       attn_implementation="sdpa"))
+    cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(output_dir=out, per_device_train_batch_size=micro, max_steps=len(batches),
                                  learning_rate=1e-4, report_to=[], save_strategy="no", logging_strategy="no",
-                                 dataloader_drop_last=True, bf16=bf16, disable_tqdm=True, use_cpu=not torch.cuda.is_available())
+                                 dataloader_drop_last=True, bf16=bf16, disable_tqdm=True, use_cpu=not cuda,
+                                 optim="adamw_torch_fused" if cuda else "adamw_torch")
         trainer = Trainer(model=model, args=args, train_dataset=Fixed(rows), callbacks=[Timer()])
         trainer.train()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return (len(batches) - warmup) * micro / (time.perf_counter() - Timer.t0)
+        wrapped = type(trainer.model_wrapped).__name__
+    sync_device("cuda" if cuda else "cpu")
+    return time.perf_counter() - Timer.t0, wrapped
 
 
 def main() -> int:
@@ -146,28 +258,58 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--micro", type=int, default=16)
     p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--max_predictions", type=int, default=20, help="per sequence, as the shards' (ABB: 20 at 128)")
+    p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--bf16", action="store_true")
-    p.add_argument("--peak_tflops", type=float, default=790.0, help="dense bf16 peak for MFU (H100: ~790)")
+    p.add_argument("--compile", action="store_true", help="torch.compile bare and ours (warmup absorbs it)")
+    p.add_argument("--ds_adam", action="store_true", help="DeepSpeed's FusedAdam instead of torch's AdamW")
+    p.add_argument("--only", default="hf,bare,ours,syncs", help="which measurements, comma-separated")
+    p.add_argument("--sync_accum", type=int, default=2, help="micro batches per step when counting syncs")
+    p.add_argument("--peak_tflops", type=float, default=None,
+                   help="peak for MFU; default 790 (H100/H200 dense bf16) on CUDA, none on CPU")
     args = p.parse_args()
-    mcfg = model_cfg(args.preset, "post-ln")
-    batches = make_batches(args.steps + args.warmup, args.micro, args.seq)
-    ours = bench_ours(mcfg, batches, args.warmup, args.device, args.bf16)
-    dense = bench_ours(mcfg, batches, args.warmup, args.device, args.bf16, sparse=False)
-    ds_bf16 = bench_ours(mcfg, batches, args.warmup, args.device, args.bf16, autocast=False) if args.bf16 else None
-    base = bench_hf_trainer(mcfg, batches, args.warmup, args.bf16)
-    print(f"preset {args.preset} ({mcfg.num_hidden_layers}x{mcfg.hidden_size}), seq {args.seq}, micro {args.micro}, "
-          f"device {args.device}, {'bf16' if args.bf16 else 'fp32'}, {torch.get_num_threads()} threads")
-    print(f"ours (DeepSpeed, sparse MLM head):  {ours:8.2f} samples/s")
-    print(f"ours with the full MLM head:        {dense:8.2f} samples/s")
-    if ds_bf16 is not None:
-        print(f"ours, DeepSpeed bf16 weights:       {ds_bf16:8.2f} samples/s  (instead of autocast)")
-    print(f"HF Trainer BertForMaskedLM:         {base:8.2f} samples/s")
-    print(f"ratio ours / HF Trainer: {ours / base:.2f}x (goal >= 1.5x on CPU); sparse / full head: {ours / dense:.2f}x")
-    if args.device.startswith("cuda"):
-        flops = train_flops_per_sample(mcfg, args.seq, masked=0.15)
-        print(f"MFU (sparse head's FLOPs, {flops / 1e9:.0f} GFLOP/sample): {ours * flops / (args.peak_tflops * 1e12):.1%}"
-              f" of {args.peak_tflops:g} TFLOP/s; {ours * flops / 1e12:.0f} TFLOP/s achieved")
+    mcfg = model_cfg(args.preset, "pre-ln", args.dropout)
+    batches = make_batches(args.steps + args.warmup, args.micro, args.seq, args.max_predictions)
+    timed_samples = args.steps * args.micro
+    real_tokens = sum(int(b["attention_mask"].sum()) for b in batches[args.warmup:])
+    only = set(args.only.split(","))
+    hf = bench_hf_trainer(mcfg, batches, args.warmup, args.bf16) if "hf" in only else None  # before any process group
+    common = (mcfg, batches, args.warmup, args.device, args.bf16, args.max_predictions, args.compile, args.ds_adam)
+    bare = bench_bare(*common) if "bare" in only else None
+    init_process_group()
+    ours = bench_ours(*common)
+    syncs = count_syncs(mcfg, batches, args.device, args.bf16, args.max_predictions, args.sync_accum) \
+        if "syncs" in only else None
+
+    peak = args.peak_tflops or (790.0 if args.device.startswith("cuda") else None)
+    flops = train_flops_per_sample(mcfg, args.seq, args.max_predictions)
+    print(f"preset {args.preset} ({mcfg.num_hidden_layers}x{mcfg.hidden_size}, vocab {VOCAB}, pre-LN), seq {args.seq}, "
+          f"micro {args.micro}, dropout {args.dropout:g}, device {args.device}, {'bf16' if args.bf16 else 'fp32'}, "
+          f"{'compiled' if args.compile else 'eager'}, {'DeepSpeed FusedAdam' if args.ds_adam else 'torch AdamW'}, "
+          f"{torch.get_num_threads()} threads; {args.steps} timed steps after {args.warmup} warmup")
+    print(f"FLOPs per sample {flops / 1e9:.2f} GFLOP (3 x forward: seq x (24 L h^2 + 4 L h seq) + "
+          f"{args.max_predictions} head rows x 2 (h^2 + h V))")
+    rows = [("ours (DeepSpeed engine, our loop)", ours)]
+    if bare is not None:
+        rows.append(("bare PyTorch loop, same math", bare))
+    if hf is not None:
+        rows.append((f"HF Trainer BertForMaskedLM ({hf[1]})", hf[0]))
+    for name, seconds in rows:
+        rate = timed_samples / seconds
+        mfu = f"  MFU {rate * flops / (peak * 1e12):6.1%} of {peak:g} TFLOP/s" if peak else ""
+        print(f"{name:42s} {rate:9.2f} samples/s  {real_tokens / seconds:11.0f} real tokens/s  "
+              f"{rate * flops / 1e12:7.2f} TFLOP/s{mfu}")
+    if bare is not None:
+        print(f"ratio ours / bare: {bare / ours:.3f}x (goal >= 0.95)")
+    if hf is not None:
+        print(f"ratio ours / HF Trainer: {hf[0] / ours:.2f}x (goal >= 1.5)")
+    if syncs is None:
+        return 0
+    before, after = syncs
+    print(f"host syncs per optimizer step of {args.sync_accum} micro batches: before {before['syncs']} "
+          f"{before['by_op']}, {before['all_reduces']} all-reduces; ours {after['syncs']} {after['by_op']}, "
+          f"{after['all_reduces']} all-reduce")
     return 0
 
 

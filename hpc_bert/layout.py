@@ -32,6 +32,7 @@ GLUE_DIR = "glue"
 GLUE_RESULTS = "results.json"          # one fine-tuning run's scores
 GLUE_TABLE_MD = "glue_results.md"
 GLUE_TABLE_CSV = "glue_results.csv"
+COMPILE_CACHE_DIR = "compile_cache"    # Inductor's cache for --compile, kept across allocations
 
 
 def marker_name(fraction: float) -> str:

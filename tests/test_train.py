@@ -20,6 +20,13 @@ pytestmark = pytest.mark.slow
 STEP_S = 10.0          # simulated seconds per optimizer step
 STEPS = 24             # the budget is STEPS steps
 HOURS = STEPS * STEP_S / 3600
+# An epoch is one 40-sample shard = 5 micro batches of 8; a step is 2 of them (batch 16), so
+# epochs end in steps 3, 5, 8, 10, ... (validation_epochs 1 validates after each); markers 0.3
+# and 0.6 are reached at steps ceil(7.2) = 8 and ceil(14.4) = 15; periodic checkpoints every
+# 1.5 simulated minutes = 9 steps, then one at the budget's end.
+VALIDATION_STEPS = [3, 5, 8, 10, 13, 15, 18, 20, 23]
+MARKER_STEPS = {0.3: 8, 0.6: 15}
+CHECKPOINTS = [(9, "periodic"), (18, "periodic"), (24, "budget_done")]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +55,8 @@ def trace(run_dir) -> dict:
     ev = read_events(str(run_dir))
     return {"train": {e["step"]: (e["lr"], e["loss"]) for e in ev if e["event"] == "train"},
             "validation": {e["step"]: e["val_loss"] for e in ev if e["event"] == "validation"},
-            "marker": {e["marker"]: e["step"] for e in ev if e["event"] == "marker"}}
+            "marker": {e["marker"]: e["step"] for e in ev if e["event"] == "marker"},
+            "checkpoint": [(e["step"], e["reason"]) for e in ev if e["event"] == "checkpoint"]}
 
 
 def assert_same_weights(a, b):
@@ -76,8 +84,9 @@ def test_uninterrupted_run_follows_the_schedule(uninterrupted):
     peak = max(lrs)
     assert lrs[0] == 0.0 and lrs.index(peak) <= 4          # warmup over 10% of the budget
     assert all(x >= y for x, y in zip(lrs[3:], lrs[4:]))    # then linear decay
-    assert t["marker"] == {0.3: 8, 0.6: 15}
-    assert len(t["validation"]) >= 3
+    assert t["marker"] == MARKER_STEPS
+    assert sorted(t["validation"]) == VALIDATION_STEPS
+    assert t["checkpoint"] == CHECKPOINTS
     losses = [t["train"][s][1] for s in range(1, STEPS + 1)]
     assert sum(losses[-4:]) < sum(losses[:4])                # it learns
     names = sorted(os.listdir(os.path.join(uninterrupted, "finetune_checkpoints")))
@@ -102,8 +111,8 @@ def test_resume_equivalence_under_signals(tmp_path, inputs, uninterrupted):
     assert_same_weights(run, uninterrupted)
     a, b = trace(run), trace(uninterrupted)
     assert a["train"] == b["train"]
-    assert a["validation"] == b["validation"]
-    assert a["marker"] == b["marker"]
+    assert a["validation"] == b["validation"] and sorted(a["validation"]) == VALIDATION_STEPS
+    assert a["marker"] == b["marker"] == MARKER_STEPS
 
 
 def test_kill9_resumes_from_last_complete_checkpoint_and_records_lost_time(tmp_path, inputs, uninterrupted):
@@ -115,8 +124,10 @@ def test_kill9_resumes_from_last_complete_checkpoint_and_records_lost_time(tmp_p
     led = Ledger.load(str(run))
     first = led.allocations[0]
     assert first.end_reason == "crash"
-    # periodic checkpoints every 1.5 simulated minutes = 9 steps: step 9 was the newest before the kill
-    assert first.lost_s == pytest.approx((17 - 9) * STEP_S)
+    # periodic checkpoints every 1.5 simulated minutes = 9 steps: step 9 was the newest before the kill;
+    # the kill lands right after step 17's compute, before its boundary, so the ledger's last
+    # heartbeat (every boundary at --print_steps 1) is step 16's
+    assert first.lost_s == pytest.approx((16 - 9) * STEP_S)
     assert led.allocations[1].step_begin == 9
     assert_same_weights(run, uninterrupted)       # replaying the lost steps is exact too
     assert trace(run)["marker"] == trace(uninterrupted)["marker"]
@@ -188,16 +199,37 @@ def test_early_stopping_on_validation_loss(tmp_path, inputs):
     r = train(flags(run, inputs, use_early_stopping="true", early_stop_time=0, early_stop_eval_loss=0.5))
     assert r.returncode == 0, r.stderr[-3000:]
     led = Ledger.load(str(run))
-    assert led.current.end_reason == "early_stop" and led.current.step_last < STEPS
+    # the first validation (after epoch 1, step 3) is already above 0.5: it stops there
+    assert led.current.end_reason == "early_stop" and led.current.step_last == VALIDATION_STEPS[0]
+    end = [e for e in read_events(str(run)) if e["event"] == "allocation_end"][-1]
+    assert end["reason"] == "early_stop" and end["step"] == VALIDATION_STEPS[0]
+    assert end["cause"].startswith("validation loss ")
+    assert trace(run)["checkpoint"] == [(VALIDATION_STEPS[0], "early_stop")]
     assert os.path.isdir(os.path.join(run, "finetune_checkpoints", "final"))
 
 
-def test_nan_loss_stops_with_one_clear_line(tmp_path, inputs):
+def test_nan_loss_stops_with_one_clear_line_and_keeps_the_last_good_checkpoint(tmp_path, inputs, uninterrupted):
     run = tmp_path / "nan"
-    r = train(flags(run, inputs, lr=1e12, warmup_proportion=0.0, gradient_clipping=0.0))
+    r = train(flags(run, inputs), env_extra={"HPC_BERT_FAULTS": "usr2@step:6"})
+    assert r.returncode == 75, r.stderr[-3000:]
+    ck = run / "checkpoints"
+    assert json.load(open(ck / "latest.json"))["tag"] == "step_000000006"
+    good = final_weights(run)
+    # resumed with an LR that blows up: a non-finite loss within a few steps, and no save of its weights
+    r = train(flags(run, inputs, lr=1e12, gradient_clipping=0.0))
     assert r.returncode == 1
-    assert "training diverged" in r.stderr
+    assert "training diverged" in r.stderr and "the last good checkpoint is kept" in r.stderr
     assert Ledger.load(str(run)).current.end_reason == "error"
+    err = [e for e in read_events(str(run)) if e["event"] == "error"][-1]
+    assert err["step"] > 6
+    assert sorted(p.name for p in ck.iterdir() if p.name.startswith("step_")) == ["step_000000006"]
+    kept = final_weights(run)
+    assert all(torch.equal(kept[k], good[k]) and torch.isfinite(kept[k].float()).all() for k in good)
+    # and it is loadable: resuming with the original flags finishes the uninterrupted run's way
+    r = train(flags(run, inputs))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed step_000000006" in r.stderr
+    assert_same_weights(run, uninterrupted)
 
 
 def test_resume_with_other_model_shape_or_budget_fails_clearly(tmp_path, inputs, uninterrupted):
@@ -228,6 +260,21 @@ def test_two_cpu_ranks_stay_in_sync(tmp_path, inputs):
     end = [e for e in read_events(str(run)) if e["event"] == "allocation_end"][-1]
     assert end["world_size"] == 2
     assert end["param_checksum_min"] == end["param_checksum_max"]
+    # each rank saved its own loader position; rebuilt from it at the start of that epoch, the
+    # two ranks read different samples of the epoch's shard (5 micro batches of 4 each)
+    from hpc_bert.data.loader import PretrainingDataLoader
+    tag = json.load(open(run / "checkpoints" / "latest.json"))["tag"]
+    rows = []
+    for rank in (0, 1):
+        state = torch.load(run / "checkpoints" / tag / f"rank_{rank}_state.pt", weights_only=False)["loader"]
+        assert state["rank"] == rank and state["world_size"] == 2
+        loader = PretrainingDataLoader(inputs[0], micro_batch_size=4, rank=rank, world_size=2, seed=7, prefetch=1)
+        loader.load_state_dict({**state, "index": 0})
+        batches = iter(loader)
+        epoch = [next(batches) for _ in range(5)]
+        assert {b.epoch for b in epoch} == {state["epoch"]}
+        rows.append({tuple(r.tolist()) for b in epoch for r in b.tensors["input_ids"]})
+    assert len(rows[0]) >= 15 and len(rows[1]) >= 15 and not rows[0] & rows[1]
 
 
 def test_bf16_autocast_with_zero1_resumes_bit_for_bit(tmp_path, inputs):
@@ -244,6 +291,29 @@ def test_bf16_autocast_with_zero1_resumes_bit_for_bit(tmp_path, inputs):
     assert trace(run)["train"] == trace(straight)["train"]
     # autocast keeps fp32 weights; bf16 shows up in the loss, which differs from an fp32 run
     assert all(t.dtype == torch.float32 for t in final_weights(run).values() if t.is_floating_point())
+
+
+def test_compile_on_cpu_resumes_bit_for_bit(tmp_path, inputs):
+    """--compile on CPU: a run stopped twice ends with the same weights as a straight one, both
+    compiled. A requeued allocation reads the compiled code back from the cache under the run
+    dir (startup, not budget): it compiles faster than the first allocation."""
+    mode = dict(compile="true", finetune_time_markers="", checkpoint_every_minutes=1000)
+    straight = tmp_path / "straight"
+    r = train(flags(straight, inputs, **mode), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "--compile: compiled encoder and head + loss" in r.stderr
+    run = tmp_path / "stopped"
+    codes = [train(flags(run, inputs, **mode), env_extra={"HPC_BERT_FAULTS": f}, timeout=600).returncode
+             for f in ("usr2@step:7", "term@step:16", "")]
+    assert codes == [75, 75, 0]
+    assert_same_weights(run, straight)
+    assert trace(run)["train"] == trace(straight)["train"]
+    assert (run / "compile_cache").is_dir()
+    starts = [e for e in read_events(str(run)) if e["event"] == "allocation_start"]
+    first, *requeued = [e["compile_s"] for e in starts]
+    assert first > 0 and all(0 < c < first for c in requeued), [first, *requeued]
+    led = Ledger.load(str(run))
+    assert all(a.startup_s >= c for a, c in zip(led.allocations, [first, *requeued]))
 
 
 def test_no_space_for_a_checkpoint_is_one_clear_line(tmp_path, inputs):

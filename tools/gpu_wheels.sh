@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Prepare .whl/ for a lent GPU machine that cannot download anything (see bench/gpu.sh):
 # a pure deepspeed wheel built here, and the pure / cp312 wheels it needs beyond that image.
+# --compile needs nothing more: Inductor ships with torch, and CUDA builds of torch bring Triton
+# (bench/gpu.sh checks it first and says so if it is missing; the trainer then runs eager).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .whl

@@ -208,6 +208,9 @@ class RuntimeConfig:
     zero_stage: int = field(0, help="DeepSpeed ZeRO stage", choices=(0, 1, 2, 3))
     tensorboard: bool = field(True)
     progress_bar: bool = field(True)
+    compile: str = field("auto", help="torch.compile the encoder and head + loss: auto = on with CUDA, off on CPU",
+                         choices=("auto", "true", "false"))
+    compile_cache_dir: str | None = field(None, help="Inductor's cache; default RUN_DIR/compile_cache")
 
     def __post_init__(self):
         check_choices(self)

@@ -8,6 +8,12 @@ dirs that ``AutoModelForSequenceClassification.from_pretrained`` loads.
 Sparse prediction: only ~15% of positions carry a label, so the encoder output is gathered
 at those positions before the MLM head (a hidden x vocab matmul, the largest in the model
 for small widths). The loss is the same mean cross-entropy over masked tokens.
+
+Static gather: when the data bounds the masked positions per sequence (the shards'
+``max_predictions_per_seq``), the head always gets ``max_predictions x micro batch`` rows —
+the masked positions in order, then padding rows labelled with the ignore index — so shapes
+never change from batch to batch (nothing recompiles) and finding the positions needs no
+host sync (a boolean index does: its size is data-dependent).
 """
 from __future__ import annotations
 
@@ -66,10 +72,13 @@ def mlm_head(hf_model: nn.Module) -> nn.Module | None:
 class MaskedLM(nn.Module):
     """Wraps an HF MLM model; ``forward(**batch)`` returns the scalar MLM loss."""
 
-    def __init__(self, hf_model: nn.Module, sparse_prediction: bool = True):
+    def __init__(self, hf_model: nn.Module, sparse_prediction: bool = True, max_predictions: int | None = None):
         super().__init__()
         self.hf_model = use_cpu_dropout(hf_model)  # same dropout, cheaper masks, on CPU only
         self.sparse_prediction = sparse_prediction
+        self.max_predictions = max_predictions  # per sequence; None: gather however many are masked
+        self.encode = self._encode              # model.compile swaps these two for compiled versions
+        self.head_loss = self._head_loss
 
     @property
     def encoder(self) -> nn.Module:
@@ -83,11 +92,37 @@ class MaskedLM(nn.Module):
         if not self.sparse_prediction:
             return self.hf_model(input_ids=input_ids, attention_mask=attention_mask,
                                  token_type_ids=token_type_ids, labels=labels).loss
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
-        masked = labels != IGNORE_INDEX
-        logits = self.head(hidden[masked])  # [n_masked, vocab]
-        return F.cross_entropy(logits.float(), labels[masked])
+        hidden = self.encode(input_ids, attention_mask, token_type_ids)
+        if self.max_predictions is None:
+            masked = labels != IGNORE_INDEX
+            return self.head_loss(hidden[masked], labels[masked])
+        rows, labels = static_gather(hidden, labels, self.max_predictions * labels.shape[0])
+        return self.head_loss(rows, labels)
+
+    def _encode(self, input_ids, attention_mask, token_type_ids):
+        if attention_mask.ndim == 2:
+            # as a 4-D boolean mask transformers uses it as it is; from a 2-D one it first asks
+            # the device whether the batch has padding at all (a host sync per micro batch)
+            attention_mask = attention_mask.bool()[:, None, None, :]
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                            token_type_ids=token_type_ids).last_hidden_state
+
+    def _head_loss(self, rows, labels):
+        """Mean cross-entropy of the rows' predictions over the labels that are not ignored."""
+        return F.cross_entropy(self.head(rows).float(), labels, ignore_index=IGNORE_INDEX)
+
+
+def static_gather(hidden: torch.Tensor, labels: torch.Tensor, slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``slots`` masked positions of ``hidden`` [B, L, H] in row-major order, as
+    ([slots, H], [slots] labels), padded with ignored rows. The caller guarantees at most
+    ``slots`` labels; a stable sort puts the masked positions first in their original order."""
+    flat_labels = labels.reshape(-1)
+    n = flat_labels.numel()
+    if slots >= n:  # every position fits: no gather needed
+        return hidden.reshape(n, -1), flat_labels
+    unmasked = (flat_labels == IGNORE_INDEX).to(torch.uint8)
+    order = torch.sort(unmasked, stable=True).indices[:slots]
+    return hidden.reshape(n, -1).index_select(0, order), flat_labels.index_select(0, order)
 
 
 def count_parameters(model: nn.Module) -> int:

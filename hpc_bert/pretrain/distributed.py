@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
+from enum import IntEnum
 
 import torch
 import torch.distributed as dist
 
-# The rank layout, the master address and port, and the deadline are run-environment facts.
-from hpc_bert.runenv import DistEnv, allocation_end, resolve_host  # noqa: F401 (the trainer imports them here)
-from hpc_bert.runenv import dist_env as detect_env  # noqa: F401
-
-SIGNAL_REASONS = {signal.SIGUSR2: "timeout", signal.SIGTERM: "preempted", signal.SIGINT: "signal"}
+from hpc_bert.runenv import DistEnv, resolve_host
 
 
 def init_distributed(denv: DistEnv) -> str:
@@ -38,19 +35,34 @@ def init_distributed(denv: DistEnv) -> str:
     return device
 
 
-def all_agree_max(values: list[float], device: str) -> list[float]:
-    """Element-wise max over ranks: the stop flag and the clock every rank acts on."""
-    t = torch.tensor(values, dtype=torch.float64, device=device)
+def all_reduce(t: torch.Tensor, op) -> torch.Tensor:
+    """In place over all ranks; a no-op alone. Every collective of the loop goes through here."""
     if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.tolist()
+        dist.all_reduce(t, op=op)
+    return t
+
+
+def all_agree_max(values: list[float], device: str) -> list[float]:
+    """Element-wise max over ranks (one all-reduce, one host read)."""
+    return all_reduce(torch.tensor(values, dtype=torch.float64, device=device), dist.ReduceOp.MAX).tolist()
 
 
 def all_sum(values: list[float], device: str) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.tolist()
+    return all_reduce(torch.tensor(values, dtype=torch.float64, device=device), dist.ReduceOp.SUM).tolist()
+
+
+def agree_step(stop_code: int, elapsed_s: float, loss_sum: torch.Tensor | None, device: str) -> tuple[int, float, bool]:
+    """The step boundary's one all-reduce: max over ranks of (stop code, elapsed, loss non-finite).
+
+    ``loss_sum`` is the step's loss still on the device; only its finiteness travels, so the
+    loss itself is never read here. Returns (stop code, elapsed seconds, non-finite) as every
+    rank sees them.
+    """
+    t = torch.tensor([float(stop_code), elapsed_s, 0.0], dtype=torch.float64, device=device)
+    if loss_sum is not None:
+        t[2] = (~torch.isfinite(loss_sum)).to(torch.float64)
+    code, elapsed, nonfinite = all_reduce(t, dist.ReduceOp.MAX).tolist()
+    return int(code), elapsed, nonfinite > 0
 
 
 def shutdown() -> None:
@@ -66,6 +78,33 @@ def barrier() -> None:
         dist.barrier()
 
 
+class StopCode(IntEnum):
+    """What a rank asks for at the next step boundary; ranks agree on the max, so a larger
+    code wins (the allocation deadline over SIGUSR2 over SIGTERM over SIGINT)."""
+    NONE = 0
+    SIGNAL = 1     # SIGINT
+    PREEMPTED = 2  # SIGTERM
+    TIMEOUT = 3    # SIGUSR2, SLURM's warning before the time limit
+    DEADLINE = 4   # the allocation end (HPC_BERT_ALLOCATION_END) is closer than a save
+
+    @property
+    def reason(self) -> str | None:
+        """The ledger's end reason (clock.END_REASONS) for this code."""
+        return _CODE_REASONS[self]
+
+    @property
+    def cause(self) -> str:
+        return _CODE_CAUSES[self]
+
+
+_CODE_REASONS = {StopCode.NONE: None, StopCode.SIGNAL: "signal", StopCode.PREEMPTED: "preempted",
+                 StopCode.TIMEOUT: "timeout", StopCode.DEADLINE: "timeout"}
+_CODE_CAUSES = {StopCode.NONE: "no signal", StopCode.SIGNAL: "SIGINT", StopCode.PREEMPTED: "SIGTERM",
+                StopCode.TIMEOUT: "SIGUSR2", StopCode.DEADLINE: "allocation deadline"}
+SIGNAL_CODES = {signal.SIGINT: StopCode.SIGNAL, signal.SIGTERM: StopCode.PREEMPTED, signal.SIGUSR2: StopCode.TIMEOUT}
+SIGNAL_REASONS = {signum: code.reason for signum, code in SIGNAL_CODES.items()}  # the launcher reads these
+
+
 class StopFlag:
     """Signals only record that a stop was asked for; the training loop acts on it.
 
@@ -74,29 +113,18 @@ class StopFlag:
     A second signal while saving only sets the flag again.
     """
 
-    CODES = {0: None, 1: "signal", 2: "preempted", 3: "timeout"}
-
     def __init__(self):
-        self.code = 0
-        self.signum: int | None = None
+        self.code = StopCode.NONE
         self._previous = {}
 
     def _handle(self, signum, _frame):
-        self.signum = signum
-        self.code = max(self.code, {"signal": 1, "preempted": 2, "timeout": 3}[SIGNAL_REASONS[signum]])
+        self.code = max(self.code, SIGNAL_CODES[signum])
 
     def install(self) -> "StopFlag":
-        for s in SIGNAL_REASONS:
+        for s in SIGNAL_CODES:
             self._previous[s] = signal.signal(s, self._handle)
         return self
 
     def uninstall(self) -> None:
         for s, h in self._previous.items():
             signal.signal(s, h)
-
-    def describe(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else "no signal"
-
-    @staticmethod
-    def reason(code: float) -> str | None:
-        return StopFlag.CODES[int(code)]

@@ -1,9 +1,11 @@
 """The pretraining loop, driven by the budget clock.
 
-Read top to bottom: set up (no clock running), restore the newest complete checkpoint,
-then loop — at each optimizer-step boundary every rank agrees on the clock and the stop
-flag, asks the schedule what is due, and acts. The trainer knows nothing of SLURM: only a
-stop flag (signals) and an optional allocation deadline.
+Read top to bottom: set up (no clock running; --compile compiles here), restore the newest
+complete checkpoint, then loop — at each optimizer-step boundary every rank agrees (one
+all-reduce: stop code, elapsed, was the loss finite), ``step.decide`` says what is due, and
+the loop acts. Inside an optimizer step nothing waits for the device: the loss is summed on
+it and read only at print steps. The trainer knows nothing of SLURM: only a stop flag
+(signals) and an optional allocation deadline.
 
 Exit status: 0 when the budget (or early exit / early stop) is done, EXIT_REQUEUE (75)
 when stopped early by a signal or the allocation deadline and a requeue should continue,
@@ -12,11 +14,9 @@ when stopped early by a signal or the allocation deadline and a requeue should c
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 
 import torch
 
@@ -27,12 +27,15 @@ from hpc_bert.pretrain.checkpoint import (find_latest, load_training_checkpoint,
                                  finetune_checkpoint_exists, check_free_space, checkpoint_bytes)
 from hpc_bert.pretrain.clock import BudgetClock, Ledger
 from hpc_bert.config.flags import flat_dict
-from hpc_bert.pretrain.distributed import (StopFlag, all_agree_max, all_sum, allocation_end, barrier,
-                                  detect_env, init_distributed, shutdown)
+from hpc_bert.pretrain.distributed import (StopCode, StopFlag, agree_step, all_agree_max, all_sum, barrier,
+                                           init_distributed, shutdown)
+from hpc_bert.runenv import allocation_end, dist_env
+from hpc_bert.pretrain.step import FINISHED, Agreed, Decision, TrainState, after_validation, decide
 from hpc_bert.errors import EXIT_REQUEUE, UserError
 from hpc_bert.pretrain.events import EventLog
 from hpc_bert.layout import FINAL_NAME, marker_name
 from hpc_bert.model.bert import MaskedLM, build_hf_model, count_parameters, padded_vocab_size
+from hpc_bert.model.compile import prepare_compiled, use_compile
 from hpc_bert.model.optim import build_optimizer
 from hpc_bert.launch.runlock import RunLock
 
@@ -49,19 +52,6 @@ PROCESS_START = _process_start()
 # Fields that must match to resume: the model's shape and the data geometry.
 SHAPE_FIELDS = ("encoder_ln_mode", "hidden_size", "num_hidden_layers", "num_attention_heads",
                 "intermediate_size", "max_position_embeddings", "hidden_act")
-
-
-@dataclass
-class TrainState:
-    """Rank-independent progress, stored in each checkpoint's meta.json."""
-    step: int = 0
-    samples_seen: int = 0
-    epochs_done: int = 0
-    validations_done: list[int] = field(default_factory=list)
-    markers_done: list[float] = field(default_factory=list)
-    last_checkpoint_elapsed_s: float = 0.0
-    last_checkpoint_epoch: int = 0
-    last_val_loss: float | None = None
 
 
 def log(rank: int, msg: str) -> None:
@@ -131,7 +121,7 @@ def run_training(cfg) -> int:
     if not cfg.data.dataset_path:
         raise UserError("--dataset_path is not set: point it at a folder of HDF5 shards "
                         "(make one with python -m hpc_bert.data prepare)")
-    denv = detect_env()
+    denv = dist_env()
     rank, world = denv.rank, denv.world_size
     # ---- cheap checks first: nothing expensive happens before they pass ------------------
     for note in cfg.notes():
@@ -162,177 +152,224 @@ def run_training(cfg) -> int:
             return 0
         if lock is not None and lock.took_over:
             log(rank, f"took over the stale lock of pid {lock.took_over.get('pid')} on {lock.took_over.get('host')}")
-        return _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed,
-                      PretrainingDataLoader)
+        return _Allocation(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed,
+                           PretrainingDataLoader, info).run()
     finally:  # every exit path, errors included, ends the process group (see shutdown)
         shutdown()
         if lock is not None:
             lock.release()
 
 
-def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loader_cls) -> int:
-    s, v, run_dir = cfg.schedule, cfg.validation, cfg.checkpoint.output_dir
-    rank, world = denv.rank, denv.world_size
-    device = init_distributed(denv)
-    torch.manual_seed(cfg.runtime.seed + rank)
-    hf_model = build_hf_model(cfg.model, vocab_size, pad_token_id=tokenizer.pad_token_id or 0)
-    model = MaskedLM(hf_model, cfg.model.sparse_mask_prediction)
-    n_params = count_parameters(model)
-    check_free_space(run_dir, checkpoint_bytes(n_params))
-    engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=build_optimizer(model, cfg.optim),
-                                                   config=deepspeed_config(cfg, accum, device))
-    loader = loader_cls(cfg.data.dataset_path, micro_batch_size=cfg.optim.train_micro_batch_size_per_gpu,
-                        rank=rank, world_size=world, seed=cfg.runtime.seed, vocab_size=vocab_size,
-                        dynamic_masking=cfg.data.dynamic_masking, mlm_probability=cfg.data.mlm_probability,
-                        mask_token_id=tokenizer.mask_token_id, prefetch=max(1, cfg.data.num_workers))
-    state = TrainState()
-    if meta is not None:
-        rank_state = load_training_checkpoint(engine, run_dir, rank, meta["tag"])
-        loader.load_state_dict(rank_state["loader"])
-        set_rng_state(rank_state["rng"])
-        state = TrainState(**meta["train_state"])
-    val_batches = loader.validation_batches(v.validation_micro_batch, v.validation_max_samples) \
-        if v.do_validation else []
-    # ---- the clock starts at the first step; everything before is startup ----------------
-    elapsed0 = meta["elapsed_s"] if meta else 0.0
-    clock = BudgetClock(s.budget_s, elapsed0, s.simulated_step_seconds if s.clock == "simulated" else None)
-    events = EventLog(run_dir, rank == 0, s.budget_s, cfg.runtime.tensorboard, cfg.runtime.progress_bar)
-    stop = StopFlag().install()
-    deadline_end = allocation_end()
-    save_s, step_s = 0.0, 0.0  # measured: they size the safety margin before the deadline
-    if ledger is None and rank == 0:
-        ledger = Ledger(run_dir, s.budget_s)
-    startup_s = time.time() - PROCESS_START
-    if rank == 0:
-        ledger.begin_allocation(resumed_elapsed_s=elapsed0, step=state.step, startup_s=startup_s)
-    log(rank, f"model {n_params / 1e6:.2f}M params ({cfg.model.encoder_ln_mode}, {cfg.model.num_hidden_layers}x"
-              f"{cfg.model.hidden_size}, vocab {vocab_size}); world size {world} on {device}; batch "
-              f"{cfg.optim.train_batch_size} = {cfg.optim.train_micro_batch_size_per_gpu} micro x {accum} accum x "
-              f"{world} ranks; budget {s.total_training_time:g} h ({s.budget_s:.0f} s, {s.clock} clock); "
-              + (f"resumed {meta['tag']} at {elapsed0:.1f} s ({elapsed0 / s.budget_s:.1%})" if meta else "fresh start")
-              + f"; startup {startup_s:.1f} s")
-    events.emit("allocation_start", state.step, elapsed0, startup_s=startup_s, world_size=world)
+def accumulate(engine, batches, accum: int, device: str) -> tuple[torch.Tensor, int]:
+    """``accum`` micro batches = one optimizer step of the engine. Returns the summed loss, still
+    on the device (nothing here waits for it), and how many epochs ended."""
+    loss_sum, epochs_ended = torch.zeros((), dtype=torch.float64, device=device), 0
+    for _ in range(accum):
+        batch = next(batches)
+        loss = engine(**{k: t.to(device) for k, t in batch.tensors.items()})
+        engine.backward(loss)
+        engine.step()
+        loss_sum += loss.detach()
+        epochs_ended += int(batch.last_in_epoch)
+    return loss_sum, epochs_ended
 
-    def snapshot_meta() -> dict:
-        return {"step": state.step, "train_state": dataclasses.asdict(state), "budget_s": s.budget_s,
-                "world_size": world, "vocab_size": vocab_size, "config": flat_dict(cfg),
+
+class _Allocation:
+    """One allocation's training: set up before the clock, then the loop (see ``run``).
+
+    Holds what the loop's actions share (engine, loader, clock, events, state); each action
+    is one method, so ``run`` reads agree -> decide -> act from top to bottom.
+    """
+
+    def __init__(self, cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loader_cls, info):
+        s, v, run_dir = cfg.schedule, cfg.validation, cfg.checkpoint.output_dir
+        self.cfg, self.tokenizer, self.vocab_size, self.accum, self.run_dir = cfg, tokenizer, vocab_size, accum, run_dir
+        rank, world = self.rank, self.world = denv.rank, denv.world_size
+        device = self.device = init_distributed(denv)
+        torch.manual_seed(cfg.runtime.seed + rank)
+        hf_model = build_hf_model(cfg.model, vocab_size, pad_token_id=tokenizer.pad_token_id or 0)
+        micro = cfg.optim.train_micro_batch_size_per_gpu
+        # static masks hold at most max_predictions_per_seq per row; dynamic masks have no cap
+        max_predictions = None if cfg.data.dynamic_masking else info.max_predictions_per_seq
+        model = MaskedLM(hf_model, cfg.model.sparse_mask_prediction, max_predictions=max_predictions)
+        n_params = self.n_params = count_parameters(model)
+        check_free_space(run_dir, checkpoint_bytes(n_params))
+        self.loader = loader_cls(cfg.data.dataset_path, micro_batch_size=micro,
+                                 rank=rank, world_size=world, seed=cfg.runtime.seed, vocab_size=vocab_size,
+                                 dynamic_masking=cfg.data.dynamic_masking, mlm_probability=cfg.data.mlm_probability,
+                                 mask_token_id=tokenizer.mask_token_id, prefetch=max(1, cfg.data.num_workers))
+        val_batches = self.loader.validation_batches(v.validation_micro_batch, v.validation_max_samples) \
+            if v.do_validation else []
+        self.val_batches = val_batches
+        # compiling is startup: it happens before the clock starts and before the engine exists
+        self.compile_s = prepare_compiled(model, cfg.runtime, run_dir, device, micro, info.max_seq_length,
+                                          lambda msg: log(rank, msg), len(val_batches[0]["input_ids"])
+                                          if val_batches else None) if use_compile(cfg.runtime, device) else 0.0
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=build_optimizer(model, cfg.optim), config=deepspeed_config(cfg, accum, device))
+        self.state = TrainState()
+        if meta is not None:
+            rank_state = load_training_checkpoint(self.engine, run_dir, rank, meta["tag"])
+            self.loader.load_state_dict(rank_state["loader"])
+            set_rng_state(rank_state["rng"])
+            self.state = TrainState(**meta["train_state"])
+        # ---- the clock starts at the first step; everything before is startup ----------------
+        self.elapsed0 = meta["elapsed_s"] if meta else 0.0
+        self.clock = BudgetClock(s.budget_s, self.elapsed0, s.simulated_step_seconds if s.clock == "simulated" else None)
+        self.events = EventLog(run_dir, rank == 0, s.budget_s, cfg.runtime.tensorboard, cfg.runtime.progress_bar)
+        self.stop = StopFlag().install()
+        self.deadline_end = allocation_end()
+        self.save_s, self.step_s = 0.0, 0.0  # measured: they size the safety margin before the deadline
+        if ledger is None and rank == 0:
+            ledger = Ledger(run_dir, s.budget_s)
+        self.ledger = ledger
+        startup_s = time.time() - PROCESS_START
+        if rank == 0:
+            ledger.begin_allocation(resumed_elapsed_s=self.elapsed0, step=self.state.step, startup_s=startup_s)
+        log(rank, f"model {n_params / 1e6:.2f}M params ({cfg.model.encoder_ln_mode}, {cfg.model.num_hidden_layers}x"
+                  f"{cfg.model.hidden_size}, vocab {vocab_size}); world size {world} on {device}; batch "
+                  f"{cfg.optim.train_batch_size} = {micro} micro x {accum} accum x "
+                  f"{world} ranks; budget {s.total_training_time:g} h ({s.budget_s:.0f} s, {s.clock} clock); "
+                  + (f"resumed {meta['tag']} at {self.elapsed0:.1f} s ({self.elapsed0 / s.budget_s:.1%})"
+                     if meta else "fresh start")
+                  + f"; startup {startup_s:.1f} s" + (f" (compile {self.compile_s:.1f} s)" if self.compile_s else ""))
+        self.events.emit("allocation_start", self.state.step, self.elapsed0, startup_s=startup_s, world_size=world,
+                         compile_s=round(self.compile_s, 3))
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def run(self) -> int:
+        state, clock = self.state, self.clock
+        batches = iter(self.loader)
+        self.engine.train()
+        clock.start()
+        loss_sum, epochs_ended = None, 0
+        self._t_print, self._samples_print = time.monotonic(), state.samples_seen
+        while True:
+            # agree: the boundary's one all-reduce (stop code, elapsed, the step's loss finite?)
+            code, elapsed, nonfinite = agree_step(self.stop_code(), clock.elapsed(), loss_sum, self.device)
+            if loss_sum is not None:
+                self.step_s = time.monotonic() - t_step  # the agreement waited for the step to finish
+            agreed = Agreed(StopCode(code), elapsed, nonfinite, epochs_ended)
+            # decide: a pure function of the agreed values, the config and the state
+            d = decide(agreed, self.cfg, state)
+            # act
+            if d.stop == "error":
+                self.diverged(loss_sum)
+                break
+            if loss_sum is not None and state.step % self.cfg.runtime.print_steps == 0:
+                self.print_step(loss_sum, elapsed)
+            for epoch in d.validate:
+                self.validate(epoch, elapsed)
+                d = after_validation(d, state.last_val_loss, elapsed, self.cfg)
+            for m in d.markers:
+                self.save_marker(m, elapsed)
+            if d.checkpoint:
+                self.save_checkpoint(d.checkpoint, elapsed)
+            if d.stop:
+                break
+            t_step = time.monotonic()
+            loss_sum, epochs_ended = self.optimizer_step(batches, elapsed)
+            faults.at("step", state.step)  # tests: a signal after step N is agreed at N's boundary
+        return self.finish(d)
+
+    def stop_code(self) -> StopCode:
+        """This rank's request: a signal, or the allocation end closer than a save and a few steps."""
+        near_deadline = self.deadline_end is not None and \
+            time.time() + max(10.0, 2.0 * self.save_s + 3.0 * self.step_s) >= self.deadline_end
+        return max(self.stop.code, StopCode.DEADLINE if near_deadline else StopCode.NONE)
+
+    def optimizer_step(self, batches, elapsed: float) -> tuple[torch.Tensor, int]:
+        """One optimizer step (accum micro batches). No host sync: the loss stays on the device."""
+        s, state = self.cfg.schedule, self.state
+        self.lr = schedule.learning_rate(self.cfg.optim.lr, s.lr_schedule, s.curve, s.warmup_proportion, elapsed,
+                                         s.budget_s, state.step, s.max_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        loss_sum, epochs_ended = accumulate(self.engine, batches, self.accum, self.device)
+        self.clock.on_optimizer_step()
+        state.step += 1
+        state.samples_seen += self.cfg.optim.train_batch_size
+        state.epochs_done += epochs_ended
+        return loss_sum, epochs_ended
+
+    # ---- actions -----------------------------------------------------------------------------
+    def print_step(self, loss_sum: torch.Tensor, elapsed: float) -> None:
+        state = self.state
+        (loss_all,) = all_sum([float(loss_sum) / (self.accum * self.world)], self.device)  # the loss's one read
+        now = time.monotonic()
+        rate = (state.samples_seen - self._samples_print) / max(now - self._t_print, 1e-9)
+        self._t_print, self._samples_print = now, state.samples_seen
+        self.events.emit("train", state.step, elapsed, loss=loss_all, lr=self.lr, samples_per_s=rate,
+                         epoch=state.epochs_done)
+        if self.rank == 0:
+            self.ledger.heartbeat(self.clock, state.step)
+
+    def diverged(self, loss_sum: torch.Tensor) -> None:
+        loss = float(loss_sum) / self.accum
+        self.events.emit("error", self.state.step, self.clock.elapsed(), loss=loss, lr=self.lr)
+        log(self.rank, f"loss is {loss} at step {self.state.step} (lr {self.lr:.3g}) on some rank: training "
+                       "diverged; lower --lr or raise --warmup_proportion; the last good checkpoint is kept")
+
+    def validate(self, epoch: int, elapsed: float) -> None:
+        state = self.state
+        with self.clock.phase("validation"):
+            state.last_val_loss = validate(self.engine, self.val_batches, self.device, epoch)
+        state.validations_done.append(epoch)
+        self.events.emit("validation", state.step, elapsed, val_loss=state.last_val_loss, lr=self.lr, epoch=epoch)
+
+    def save_marker(self, m: float, elapsed: float) -> None:
+        state = self.state
+        self.save_hf(marker_name(m), {"marker": m})
+        state.markers_done.append(m)
+        self.events.emit("marker", state.step, elapsed, marker=m, lr=self.lr)
+        faults.at("marker", len(state.markers_done))
+
+    def snapshot_meta(self) -> dict:
+        cfg, state = self.cfg, self.state
+        return {"step": state.step, "train_state": dataclasses.asdict(state), "budget_s": cfg.schedule.budget_s,
+                "world_size": self.world, "vocab_size": self.vocab_size, "config": flat_dict(cfg),
                 "model_shape": {f: getattr(cfg.model, f) for f in SHAPE_FIELDS}}
 
-    def save_checkpoint(why: str, agreed_elapsed: float) -> None:
-        nonlocal save_s
+    def save_checkpoint(self, why: str, agreed_elapsed: float) -> None:
+        state, clock = self.state, self.clock
         t0 = time.monotonic()
         with clock.phase("checkpoint"):
             state.last_checkpoint_elapsed_s, state.last_checkpoint_epoch = agreed_elapsed, state.epochs_done
-            tag = save_training_checkpoint(engine, run_dir, rank, state.step, snapshot_meta(),
-                                           {"rng": rng_state(), "loader": loader.state_dict()},
-                                           cfg.checkpoint.keep_checkpoints, clock.elapsed)
-        save_s = time.monotonic() - t0
-        events.emit("checkpoint", state.step, clock.elapsed(), tag=tag, reason=why, seconds=round(save_s, 3))
-        if rank == 0:
-            ledger.heartbeat(clock, state.step, saved=True)
+            tag = save_training_checkpoint(self.engine, self.run_dir, self.rank, state.step, self.snapshot_meta(),
+                                           {"rng": rng_state(), "loader": self.loader.state_dict()},
+                                           self.cfg.checkpoint.keep_checkpoints, clock.elapsed)
+        self.save_s = time.monotonic() - t0
+        self.events.emit("checkpoint", state.step, clock.elapsed(), tag=tag, reason=why, seconds=round(self.save_s, 3))
+        if self.rank == 0:
+            self.ledger.heartbeat(clock, state.step, saved=True)
 
-    def save_hf(name: str, extra: dict) -> None:
-        if rank == 0 and not finetune_checkpoint_exists(run_dir, name):
+    def save_hf(self, name: str, extra: dict) -> None:
+        clock = self.clock
+        if self.rank == 0 and not finetune_checkpoint_exists(self.run_dir, name):
             with clock.phase("checkpoint"):
-                path = save_finetune_checkpoint(engine.module.hf_model, tokenizer, run_dir, name,
-                                                {"step": state.step, "elapsed_s": clock.elapsed(),
+                path = save_finetune_checkpoint(self.engine.module.hf_model, self.tokenizer, self.run_dir, name,
+                                                {"step": self.state.step, "elapsed_s": clock.elapsed(),
                                                  "progress": clock.progress(), **extra})
-            events.emit("finetune_checkpoint", state.step, clock.elapsed(), name=name, path=path, **extra)
+            self.events.emit("finetune_checkpoint", self.state.step, clock.elapsed(), name=name, path=path, **extra)
         barrier()
 
-    batches = iter(loader)
-    engine.train()
-    clock.start()
-    reason, t_last_print, samples_last_print = None, time.monotonic(), state.samples_seen
-    while True:
-        # ---- step boundary: all ranks act on the same clock and the same stop flag -------
-        near_deadline = deadline_end is not None and \
-            time.time() + max(10.0, 2.0 * save_s + 3.0 * step_s) >= deadline_end
-        flag, elapsed = all_agree_max([max(stop.code, 3 if near_deadline else 0), clock.elapsed()], device)
-        reason = schedule.stop_reason(elapsed, s.budget_s, None if s.early_exit_time_marker is None
-                                      else s.early_exit_time_marker * 3600.0) or StopFlag.reason(flag)
-        if reason:
-            cause = (stop.describe() if stop.code else "allocation deadline" if near_deadline
-                     else "a signal on another rank" if flag else "schedule")
-            break
-        lr = schedule.learning_rate(cfg.optim.lr, s.lr_schedule, s.curve, s.warmup_proportion, elapsed,
-                                    s.budget_s, state.step, s.max_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        t_step, loss_sum, epochs_ended = time.monotonic(), 0.0, 0
-        for _ in range(accum):
-            batch = next(batches)
-            loss = engine(**{k: t.to(device) for k, t in batch.tensors.items()})
-            engine.backward(loss)
-            engine.step()
-            loss_sum += float(loss.detach())
-            epochs_ended += int(batch.last_in_epoch)
-        clock.on_optimizer_step()
-        step_s = time.monotonic() - t_step
-        state.step += 1
-        state.samples_seen += cfg.optim.train_batch_size
-        loss_mean = loss_sum / accum
-        # one agreed elapsed value drives every decision below, identically on all ranks
-        bad, elapsed = all_agree_max([1.0 if schedule.is_bad_loss(loss_mean) else 0.0, clock.elapsed()], device)
-        if bad:
-            events.emit("error", state.step, clock.elapsed(), loss=loss_mean, lr=lr)
-            log(rank, f"loss is {loss_mean} at step {state.step} (lr {lr:.3g}): training diverged; lower --lr or "
-                      "raise --warmup_proportion; the last good checkpoint is kept")
-            reason, cause = "error", "non-finite loss"
-            break
-        if state.step % cfg.runtime.print_steps == 0:
-            (loss_all,) = all_sum([loss_mean / world], device)
-            now = time.monotonic()
-            rate = (state.samples_seen - samples_last_print) / max(now - t_last_print, 1e-9)
-            t_last_print, samples_last_print = now, state.samples_seen
-            events.emit("train", state.step, elapsed, loss=loss_all, lr=lr, samples_per_s=rate,
-                        epoch=state.epochs_done)
-            if rank == 0:
-                ledger.heartbeat(clock, state.step)
-        # ---- what is due now: validation at epoch ends, markers, checkpoints -------------
-        for _ in range(epochs_ended):
-            state.epochs_done += 1
-            if v.do_validation and schedule.validation_due(
-                    state.epochs_done, elapsed / s.budget_s, state.validations_done,
-                    epochs_begin=v.validation_epochs_begin, epochs_middle=v.validation_epochs,
-                    epochs_end=v.validation_epochs_end, begin_proportion=v.validation_begin_proportion,
-                    end_proportion=v.validation_end_proportion):
-                with clock.phase("validation"):
-                    state.last_val_loss = validate(engine, val_batches, device, state.epochs_done)
-                state.validations_done.append(state.epochs_done)
-                events.emit("validation", state.step, elapsed, val_loss=state.last_val_loss, lr=lr,
-                            epoch=state.epochs_done)
-                if v.use_early_stopping and schedule.early_stop(elapsed, state.last_val_loss, v.early_stop_time,
-                                                                v.early_stop_eval_loss):
-                    reason, cause = "early_stop", f"validation loss {state.last_val_loss:.3f}"
-        for m in schedule.markers_due(elapsed / s.budget_s, s.finetune_time_markers, state.markers_done):
-            save_hf(marker_name(m), {"marker": m})
-            state.markers_done.append(m)
-            events.emit("marker", state.step, elapsed, marker=m, lr=lr)
-            faults.at("marker", len(state.markers_done))
-        if reason:
-            break
-        faults.at("step", state.step)
-        if (state.epochs_done - state.last_checkpoint_epoch >= cfg.checkpoint.num_epochs_between_checkpoints
-                or elapsed - state.last_checkpoint_elapsed_s >= cfg.checkpoint.checkpoint_every_minutes * 60):
-            save_checkpoint("periodic", elapsed)
-    # ---- the end of this allocation --------------------------------------------------------
-    finished = reason in ("budget_done", "early_exit", "early_stop")
-    if reason != "error":
-        save_checkpoint(reason, elapsed)
-        if finished and s.finetune_checkpoint_at_end:
-            save_hf(FINAL_NAME, {"reason": reason})
-    # every rank must hold the same weights: compare a checksum across ranks
-    checksum = float(sum(p.detach().double().sum() for p in engine.module.parameters()))
-    hi, neg_lo = all_agree_max([checksum, -checksum], device)
-    events.emit("allocation_end", state.step, clock.elapsed(), reason=reason, cause=cause, world_size=world,
-                param_checksum_min=-neg_lo, param_checksum_max=hi)
-    if rank == 0:
-        ledger.end_allocation(clock, state.step, reason)
-    log(rank, f"stopped at step {state.step}, elapsed {clock.elapsed():.1f} s ({clock.progress():.1%} of the "
-              f"budget): {reason} ({cause})")
-    events.close()
-    stop.uninstall()
-    if reason == "error":
-        return 1
-    return 0 if finished else EXIT_REQUEUE
+    # ---- the end of this allocation ------------------------------------------------------------
+    def finish(self, d: Decision) -> int:
+        state, clock, reason = self.state, self.clock, d.stop
+        finished = reason in FINISHED
+        if finished and self.cfg.schedule.finetune_checkpoint_at_end:
+            self.save_hf(FINAL_NAME, {"reason": reason})
+        # every rank must hold the same weights: compare a checksum across ranks
+        checksum = float(sum(p.detach().double().sum() for p in self.engine.module.parameters()))
+        hi, neg_lo = all_agree_max([checksum, -checksum], self.device)
+        self.events.emit("allocation_end", state.step, clock.elapsed(), reason=reason, cause=d.cause,
+                         world_size=self.world, param_checksum_min=-neg_lo, param_checksum_max=hi)
+        if self.rank == 0:
+            self.ledger.end_allocation(clock, state.step, reason)
+        log(self.rank, f"stopped at step {state.step}, elapsed {clock.elapsed():.1f} s ({clock.progress():.1%} of "
+                       f"the budget): {reason} ({d.cause})")
+        self.events.close()
+        self.stop.uninstall()
+        if reason == "error":
+            return 1
+        return 0 if finished else EXIT_REQUEUE
