@@ -27,6 +27,7 @@ from typing import Iterator
 
 from hpc_bert.atomic import write_json_atomic
 from hpc_bert.errors import UserError
+from hpc_bert.testing import faults
 
 LEDGER_NAME = "budget.json"
 LEDGER_VERSION = 1
@@ -129,6 +130,7 @@ class Allocation:
     elapsed_saved_s: float = 0.0   # budget elapsed of the newest checkpoint it wrote
     step_begin: int = 0
     step_last: int = 0
+    world_size: int | None = None  # ranks of this allocation (None: a ledger written before it was recorded)
 
 
 @dataclass
@@ -164,7 +166,9 @@ class Ledger:
     # ---- writing -------------------------------------------------------------------
     def save(self) -> None:
         os.makedirs(self.run_dir, exist_ok=True)
-        write_json_atomic(self.path, self.to_json())
+        self._saves = getattr(self, "_saves", 0) + 1
+        # tests: a kill with the new ledger written to its temp file, not yet renamed over the old
+        write_json_atomic(self.path, self.to_json(), before_commit=lambda: faults.at("ledger", self._saves))
 
     def to_json(self) -> dict:
         return {"version": LEDGER_VERSION, "budget_s": self.budget_s,
@@ -187,7 +191,8 @@ class Ledger:
 
     def begin_allocation(self, *, resumed_elapsed_s: float, step: int, startup_s: float,
                          job_id: str | None = None, restart_count: int | None = None,
-                         hosts: list[str] | None = None, start_wall: float | None = None) -> Allocation:
+                         hosts: list[str] | None = None, start_wall: float | None = None,
+                         world_size: int | None = None) -> Allocation:
         """Open a new allocation record; close a dangling one (its job died) as a crash."""
         if self.allocations and self.allocations[-1].end_reason is None:
             dead = self.allocations[-1]
@@ -196,6 +201,9 @@ class Ledger:
         if self.allocations:
             # Work the previous allocation did after the checkpoint we resume from is lost.
             prev = self.allocations[-1]
+            # it got at least as far as the checkpoint we resume from (a kill may have cut the
+            # heartbeat that recorded it): so train - lost always adds up to the resumed elapsed
+            prev.elapsed_last_s = max(prev.elapsed_last_s, resumed_elapsed_s)
             prev.lost_s += max(0.0, prev.elapsed_last_s - resumed_elapsed_s)
         if job_id is None:
             job_id = os.environ.get("SLURM_JOB_ID") or (f"local-{os.environ['SUBMITIT_LOCAL_JOB_ID']}"
@@ -210,7 +218,7 @@ class Ledger:
             hosts=hosts or [socket.gethostname()],
             start_wall=start_wall if start_wall is not None else time.time(),
             startup_s=startup_s, elapsed_begin_s=resumed_elapsed_s, elapsed_last_s=resumed_elapsed_s,
-            elapsed_saved_s=resumed_elapsed_s, step_begin=step, step_last=step)
+            elapsed_saved_s=resumed_elapsed_s, step_begin=step, step_last=step, world_size=world_size)
         self.allocations.append(alloc)
         self.save()
         return alloc

@@ -18,14 +18,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
+from hpc_bert.data.loader import sample_ids_digest
 from hpc_bert.testing import faults
 from hpc_bert.pretrain import schedule
 from hpc_bert.pretrain.checkpoint import (find_latest, load_training_checkpoint, rng_state,
                                  save_finetune_checkpoint, save_training_checkpoint, set_rng_state,
                                  finetune_checkpoint_exists, check_free_space)
 from hpc_bert.pretrain.clock import BudgetClock, Ledger
+from hpc_bert.pretrain.elastic import accumulation_steps, fresh_rng_state
 from hpc_bert.config.flags import flat_dict
 from hpc_bert.pretrain.distributed import (StopFlag, all_agree_max, all_sum, allocation_end, barrier,
                                   detect_env, init_distributed, shutdown)
@@ -84,9 +87,11 @@ def check_resume_compatible(meta: dict, cfg, vocab_size: int, world_size: int) -
         raise UserError(f"cannot resume {where}: budget {meta['budget_s'] / 3600:g} h -> "
                         f"{cfg.schedule.total_training_time:g} h changes the schedule: pass the original "
                         "--total_training_time, or add --allow_budget_change to continue under the new one")
-    if meta["world_size"] != world_size:
-        raise UserError(f"cannot resume {where}: saved with {meta['world_size']} ranks, now {world_size}: "
-                        "run with the original number of tasks")
+    saved_batch = meta.get("config", {}).get("train_batch_size", cfg.optim.train_batch_size)
+    if saved_batch != cfg.optim.train_batch_size:  # the world size may change; the global batch may not
+        raise UserError(f"cannot resume {where}: --train_batch_size {saved_batch} -> {cfg.optim.train_batch_size} "
+                        f"changes the global batches: pass --train_batch_size {saved_batch} (any world size "
+                        "that divides it works)")
 
 
 def deepspeed_config(cfg, accum: int, device: str) -> dict:
@@ -95,7 +100,8 @@ def deepspeed_config(cfg, accum: int, device: str) -> dict:
     return {"train_batch_size": cfg.optim.train_batch_size,
             "train_micro_batch_size_per_gpu": cfg.optim.train_micro_batch_size_per_gpu,
             "gradient_accumulation_steps": accum, "gradient_clipping": cfg.optim.gradient_clipping,
-            "zero_optimization": {"stage": cfg.runtime.zero_stage},
+            # elastic: ZeRO 1/2 partitions are saved so that another world size can re-split them
+            "zero_optimization": {"stage": cfg.runtime.zero_stage, "elastic_checkpoint": cfg.runtime.zero_stage in (1, 2)},
             "fp16": {"enabled": cfg.runtime.fp16, "loss_scale": 0, "initial_scale_power": 16},
             # bf16 as torch autocast over fp32 weights: on an H200 (BERT-large, bench/gpu.sh) this ran 1.53x faster than
             # DeepSpeed's bf16 weights + fp32 master copy, and needs no loss scaling.
@@ -136,11 +142,7 @@ def run_training(cfg) -> int:
     # ---- cheap checks first: nothing expensive happens before they pass ------------------
     for note in cfg.notes():
         log(rank, f"note: {note}")
-    micro = cfg.optim.train_micro_batch_size_per_gpu
-    if cfg.optim.train_batch_size % (micro * world):
-        raise UserError(f"--train_batch_size {cfg.optim.train_batch_size} is not a multiple of micro batch x "
-                        f"world size = {micro} x {world}: adjust the batch or the number of ranks")
-    accum = cfg.optim.train_batch_size // (micro * world)
+    accum = accumulation_steps(cfg.optim.train_batch_size, cfg.optim.train_micro_batch_size_per_gpu, world)
     tokenizer = load_tokenizer(cfg.model.tokenizer_name)
     vocab_size = cfg.model.vocab_size or padded_vocab_size(len(tokenizer))
     if vocab_size < len(tokenizer):
@@ -187,9 +189,12 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
                         mask_token_id=tokenizer.mask_token_id, prefetch=max(1, cfg.data.num_workers))
     state = TrainState()
     if meta is not None:
-        rank_state = load_training_checkpoint(engine, run_dir, rank, meta["tag"])
+        rank_state = load_training_checkpoint(engine, run_dir, rank, meta["tag"], meta["world_size"], world)
         loader.load_state_dict(rank_state["loader"])
-        set_rng_state(rank_state["rng"])
+        if rank_state["rng"] is None:  # another world size: per-rank streams cannot carry over
+            fresh_rng_state(cfg.runtime.seed, rank, meta["step"])
+        else:
+            set_rng_state(rank_state["rng"])
         state = TrainState(**meta["train_state"])
     val_batches = loader.validation_batches(v.validation_micro_batch, v.validation_max_samples) \
         if v.do_validation else []
@@ -205,12 +210,13 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
     startup_s = time.time() - PROCESS_START
     if rank == 0:
         ledger.begin_allocation(resumed_elapsed_s=elapsed0, step=state.step, startup_s=startup_s,
-                                hosts=sorted({os.uname().nodename}))
+                                hosts=sorted({os.uname().nodename}), world_size=world)
     log(rank, f"model {n_params / 1e6:.2f}M params ({cfg.model.encoder_ln_mode}, {cfg.model.num_hidden_layers}x"
               f"{cfg.model.hidden_size}, vocab {vocab_size}); world size {world} on {device}; batch "
               f"{cfg.optim.train_batch_size} = {cfg.optim.train_micro_batch_size_per_gpu} micro x {accum} accum x "
               f"{world} ranks; budget {s.total_training_time:g} h ({s.budget_s:.0f} s, {s.clock} clock); "
-              + (f"resumed {meta['tag']} at {elapsed0:.1f} s ({elapsed0 / s.budget_s:.1%})" if meta else "fresh start")
+              + (f"resumed {meta['tag']} at {elapsed0:.1f} s ({elapsed0 / s.budget_s:.1%}), saved on "
+                 f"{meta['world_size']} ranks" if meta else "fresh start")
               + f"; startup {startup_s:.1f} s")
     events.emit("allocation_start", state.step, elapsed0, startup_s=startup_s, world_size=world)
 
@@ -260,9 +266,10 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
                                     s.budget_s, state.step, s.max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        t_step, loss_sum, epochs_ended = time.monotonic(), 0.0, 0
+        t_step, loss_sum, epochs_ended, step_ids = time.monotonic(), 0.0, 0, []
         for _ in range(accum):
             batch = next(batches)
+            step_ids.append(batch.round_sample_ids)  # the global batch, whatever the world size
             loss = engine(**{k: t.to(device) for k, t in batch.tensors.items()})
             engine.backward(loss)
             engine.step()
@@ -287,7 +294,7 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
             rate = (state.samples_seen - samples_last_print) / max(now - t_last_print, 1e-9)
             t_last_print, samples_last_print = now, state.samples_seen
             events.emit("train", state.step, elapsed, loss=loss_all, lr=lr, samples_per_s=rate,
-                        epoch=state.epochs_done)
+                        epoch=state.epochs_done, batch_ids=sample_ids_digest(np.concatenate(step_ids)))
             if rank == 0:
                 ledger.heartbeat(clock, state.step)
         # ---- what is due now: validation at epoch ends, markers, checkpoints -------------
