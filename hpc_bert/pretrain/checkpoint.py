@@ -15,8 +15,8 @@ A run dir is data, not code: every file read back is unpickled with
 first checked with the restricted unpickler (allow-listing only DeepSpeed's plain records:
 a loss scaler, the ZeRO stage enum, fragment addresses); a file that would import anything
 else is refused with one line before DeepSpeed opens it. The world size may differ from
-the saving one: ZeRO 0 state is whole in every checkpoint; ZeRO 1/2 partitions (saved in
-DeepSpeed's elastic layout) are merged and re-split here (``_load_zero_resplit``).
+the saving one: ZeRO 0 state is whole in every checkpoint; ZeRO 1/2 partitions are merged
+and re-split here (``_load_zero_resplit``).
 """
 from __future__ import annotations
 
@@ -202,21 +202,31 @@ def load_training_checkpoint(engine, run_dir: str, rank: int, tag: str, saved_wo
 
 
 def _load_zero_resplit(engine, folder: str) -> None:
-    """ZeRO 1/2 on a new world size: merge the saved partitions of the fp32 master weights and
-    of the optimizer moments and cut this rank's new partition (DeepSpeed's elastic restore;
-    engine.load_checkpoint refuses a changed data-parallel size before reaching it)."""
+    """ZeRO 1/2 on a new world size (engine.load_checkpoint refuses a changed data-parallel size):
+    merge the saved partitions of the fp32 master weights and of each optimizer moment into
+    the whole flat group, and cut this rank's new partition with DeepSpeed's own padding rule."""
     files = glob.glob(os.path.join(folder, "*zero_pp_rank_*_mp_rank_00_optim_states.pt"))
     files.sort(key=lambda f: int(re.search(r"zero_pp_rank_(\d+)_", os.path.basename(f)).group(1)))
     states = [safe_load(f, deepspeed_types=True)["optimizer_state_dict"] for f in files]
-    if not states or isinstance(states[0].get("base_optimizer_state"), dict):
-        raise UserError(f"checkpoint {folder} keeps ZeRO optimizer state in DeepSpeed's rigid layout, "
-                        "which cannot be re-split: resume it with the world size it was saved with")
+    if not states:
+        raise UserError(f"checkpoint {folder} has no ZeRO optimizer files: it is damaged; move it aside "
+                        "to resume from the previous one")
     model = safe_load(sorted(glob.glob(os.path.join(folder, "mp_rank_*_model_states.pt")))[0], deepspeed_types=True)
-    optimizer = engine.optimizer
-    optimizer._load_global_state(states[0])  # loss scaler, clipping: the same on every partition
-    optimizer._restore_elastic_base_optimizer_state(states)
-    optimizer._restore_from_elastic_fp32_weights(states)
-    optimizer._link_all_hp_params()
+    zero = engine.optimizer
+    zero._load_global_state(states[0])  # loss scaler, clipping: the same on every partition
+    zero._restore_from_elastic_fp32_weights(states)  # saved without padding: merge, re-pad, cut
+    base = zero.optimizer
+    for i, group in enumerate(base.param_groups):
+        saved = [sd["base_optimizer_state"]["state"][i] for sd in states]
+        fresh = {}
+        for key, value in saved[0].items():
+            if torch.is_tensor(value) and value.dim() == 1 and value.numel() > 1:  # a partitioned moment
+                lean = [s[key][:s[key].numel() - sd["group_paddings"][i]] for s, sd in zip(saved, states)]
+                fresh[key] = zero._partition_base_optimizer_state(key, lean, i).clone()
+            else:  # a scalar (the step count): the same on every partition
+                fresh[key] = value.clone() if torch.is_tensor(value) else value
+        base.state[group["params"][0]] = fresh
+    zero._link_all_hp_params()
     engine.global_steps, engine.skipped_steps = model["global_steps"], model["skipped_steps"]
     engine.global_samples = model.get("global_samples", engine.global_steps * engine.train_batch_size())
 

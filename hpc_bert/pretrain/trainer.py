@@ -100,8 +100,7 @@ def deepspeed_config(cfg, accum: int, device: str) -> dict:
     return {"train_batch_size": cfg.optim.train_batch_size,
             "train_micro_batch_size_per_gpu": cfg.optim.train_micro_batch_size_per_gpu,
             "gradient_accumulation_steps": accum, "gradient_clipping": cfg.optim.gradient_clipping,
-            # elastic: ZeRO 1/2 partitions are saved so that another world size can re-split them
-            "zero_optimization": {"stage": cfg.runtime.zero_stage, "elastic_checkpoint": cfg.runtime.zero_stage in (1, 2)},
+            "zero_optimization": {"stage": cfg.runtime.zero_stage},
             "fp16": {"enabled": cfg.runtime.fp16, "loss_scale": 0, "initial_scale_power": 16},
             # bf16 as torch autocast over fp32 weights: on an H200 (BERT-large, bench/gpu.sh) this ran 1.53x faster than
             # DeepSpeed's bf16 weights + fp32 master copy, and needs no loss scaling.
