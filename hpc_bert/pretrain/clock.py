@@ -138,6 +138,7 @@ class Ledger:
     run_dir: str
     budget_s: float
     allocations: list[Allocation] = field(default_factory=list)
+    saves: int = field(default=0, repr=False, compare=False)  # writes by this process (a fault point)
 
     @property
     def path(self) -> str:
@@ -166,9 +167,9 @@ class Ledger:
     # ---- writing -------------------------------------------------------------------
     def save(self) -> None:
         os.makedirs(self.run_dir, exist_ok=True)
-        self._saves = getattr(self, "_saves", 0) + 1
+        self.saves += 1
         # tests: a kill with the new ledger written to its temp file, not yet renamed over the old
-        write_json_atomic(self.path, self.to_json(), before_commit=lambda: faults.at("ledger", self._saves))
+        write_json_atomic(self.path, self.to_json(), before_commit=lambda: faults.at("ledger", self.saves))
 
     def to_json(self) -> dict:
         return {"version": LEDGER_VERSION, "budget_s": self.budget_s,
