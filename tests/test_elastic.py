@@ -54,6 +54,35 @@ def test_status_shows_the_world_size_of_every_allocation(tmp_path):
     assert [r[col] for r in rows] == ["2", "1", "2"]
 
 
+def test_rng_states_round_trip_through_a_weights_only_load(tmp_path):
+    import random
+
+    import numpy as np
+
+    from hpc_bert.pretrain.checkpoint import rng_state, safe_load, set_rng_state
+    random.seed(3), np.random.seed(4), torch.manual_seed(5)
+    torch.save({"rng": rng_state()}, tmp_path / "state.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(0), np.random.seed(0), torch.manual_seed(0)
+    set_rng_state(safe_load(str(tmp_path / "state.pt"))["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_a_pickle_that_would_run_code_is_refused_and_never_runs(tmp_path):
+    from hpc_bert.pretrain.checkpoint import safe_load
+    proof = tmp_path / "code_ran"
+    torch.save({"rng": RunsCode(str(proof))}, tmp_path / "rank_0_state.pt")
+    with pytest.raises(UserError, match=r"rank_0_state.pt is not plain checkpoint data .*GLOBAL posix.system") as e:
+        safe_load(str(tmp_path / "rank_0_state.pt"))
+    assert len(str(e.value).splitlines()) == 1 and not proof.exists()
+    with pytest.raises(UserError, match=r"rank_0_state.pt is not plain checkpoint data"):
+        safe_load(str(tmp_path / "rank_0_state.pt"), deepspeed_types=True)  # the DeepSpeed allow-list is no way in
+    assert not proof.exists()
+    (tmp_path / "torn.pt").write_bytes((tmp_path / "rank_0_state.pt").read_bytes()[:40])
+    with pytest.raises(UserError, match="torn.pt cannot be read .*the checkpoint is damaged"):
+        safe_load(str(tmp_path / "torn.pt"))
+
+
 # ---- end to end: real DeepSpeed, gloo, simulated clock --------------------------------------
 
 @pytest.fixture(scope="module")

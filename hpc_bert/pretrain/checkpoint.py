@@ -123,7 +123,8 @@ def safe_load(path: str, deepspeed_types: bool = False):
                 return torch.load(path, map_location="cpu", weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        why = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+        lines = [x for x in str(e).splitlines() if "GLOBAL" in x or "global" in x] or [type(e).__name__]
+        why = lines[0].strip()[:200]  # e.g. "Trying to load unsupported GLOBAL posix.system ..."
         raise UserError(f"{path} is not plain checkpoint data and was not loaded (it would run code or "
                         f"build types outside the allow-list: {why}): it was tampered with or is not "
                         "hpc_bert's; move its checkpoint folder aside to resume from the previous one") from None
