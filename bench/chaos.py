@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import subprocess
@@ -145,7 +146,9 @@ def main(argv=None) -> int:
                 print(f"  {tag}: cannot be read: {e}")
                 ok = False
             corrupt += not ok
-        kinds = [k for k in KINDS if k != "signal after marker" or markers < len(MARKERS)]
+        # a marker fault only when the next marker comes before the backstop
+        near_marker = markers < len(MARKERS) and math.ceil(MARKERS[markers] * args.steps) - step <= 10
+        kinds = [k for k in KINDS if k != "signal after marker" or near_marker]
         kind = rng.choice(kinds) if injected < args.faults and step < args.steps - 14 else None
         spec = plan_fault(kind, step, epochs, markers, rng) if kind else ""
         r = train(flags, spec)
