@@ -30,7 +30,8 @@ def trainer_flags(shards, vocab, **over) -> list[str]:
                  train_batch_size=16, train_micro_batch_size_per_gpu=4, warmup_proportion=0.1, print_steps=1,
                  clock="simulated", simulated_step_seconds=STEP_S, finetune_time_markers="0.3,0.6",
                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, seed=7,
-                 checkpoint_every_minutes=1000, tensorboard="false", progress_bar="false")
+                 finetune_checkpoint_at_end="false", checkpoint_every_minutes=1000, tensorboard="false",
+                 progress_bar="false")
     flags.update(over)
     return [x for k, v in flags.items() for x in (f"--{k}", str(v))]
 
@@ -53,8 +54,8 @@ def ended(run_dir, count):
 def test_an_allocation_on_two_nodes_then_one_on_one_node(slurm_cluster, tmp_path):
     shards, vocab = vocab_and_shards(tmp_path / "inputs", per_shard=40)
     straight = tmp_path / "straight"
-    r = train(["--output_dir", str(straight), "--total_training_time", str(HOURS),
-               *trainer_flags(shards, vocab)])
+    r = train(["--config", "configs/pretrain/tiny.yaml", "--output_dir", str(straight),  # submit's default config
+               "--total_training_time", str(HOURS), *trainer_flags(shards, vocab)])
     assert r.returncode == 0, r.stderr[-3000:]
     run = str(tmp_path / "run")
     common = ["--budget", str(HOURS), "--allocation_hours", "0.1", "--run_dir", run, "--partition", "debug",
@@ -70,6 +71,7 @@ def test_an_allocation_on_two_nodes_then_one_on_one_node(slurm_cluster, tmp_path
     a, b = trace(run), trace(straight)
     assert sorted(a["ids"]) == list(range(1, STEPS + 1))
     assert a["ids"] == b["ids"] and a["lr"] == b["lr"]
+    assert a["validation"].keys() == b["validation"].keys() and a["validation"]
     assert {m: s for m, (s, _p) in a["marker"].items()} == {m: s for m, (s, _p) in b["marker"].items()}
     wa, wb = final_weights(run), final_weights(straight)
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) <= WEIGHT_ATOL
