@@ -9,8 +9,8 @@ number of ranks (hpc_bert.pretrain.elastic).
 """
 import json
 import os
-import re
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -116,20 +116,40 @@ def trace(run_dir) -> dict:
             "marker": {e["marker"]: (e["step"], e["progress"]) for e in ev if e["event"] == "marker"}}
 
 
-def exit_status(r) -> int:
-    """The trainer's exit status; torchrun reports a child's non-zero status as 1 and names it."""
-    children = {int(c) for c in re.findall(r"exitcode\s*:\s*(-?\d+)", r.stderr)}
-    return children.pop() if len(children) == 1 else r.returncode
+class Allocation:
+    """One allocation's ranks as srun starts them: a process per rank, each exiting on its own
+    (torchrun would report a child's 75 as 1 and terminate the other ranks)."""
+
+    def __init__(self, flags: list[str], faults: str, procs: int, log_dir):
+        with socket.socket() as s:  # a free port for this allocation's process group
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", HPC_BERT_FAULTS=faults,
+                   WORLD_SIZE=str(procs), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        logs = [open(os.path.join(str(log_dir), f"rank{r}-{port}.err"), "w+") for r in range(procs)]
+        ranks = [subprocess.Popen([sys.executable, "-m", "hpc_bert.train", *flags], cwd=REPO, stdout=subprocess.DEVNULL,
+                                  stderr=log, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)))
+                 for r, log in enumerate(logs)]
+        self.codes = [p.wait(timeout=600) for p in ranks]
+        for log in logs:
+            log.seek(0)
+        self.stderr = logs[0].read()  # rank 0 logs for the run
+        for log in logs:
+            log.close()
+
+    @property
+    def status(self) -> int | list[int]:
+        return self.codes[0] if len(set(self.codes)) == 1 else self.codes
 
 
 def run_2_1_2(run, inputs, **mode):
     """2 ranks, stopped at step 7; 1 rank, stopped at step 15; 2 ranks to the end."""
     plan = [(2, "usr2@step:7"), (1, "term@step:15"), (2, "")]
-    codes = [train(flags(run, inputs, **mode), {"HPC_BERT_FAULTS": f}, procs=p, timeout=600) for p, f in plan]
-    for r in codes:
-        assert exit_status(r) in (0, 75), r.stderr[-3000:]
-    assert [exit_status(r) for r in codes] == [75, 75, 0]
-    return codes
+    allocs = [Allocation(flags(run, inputs, **mode), f, p, run.parent) for p, f in plan]
+    for a in allocs:
+        assert a.status in (0, 75), a.stderr[-3000:]
+    assert [a.status for a in allocs] == [75, 75, 0]
+    return allocs
 
 
 def assert_same_run(run, straight):
@@ -158,8 +178,8 @@ def assert_same_run(run, straight):
 @pytest.mark.parametrize("zero_stage", [0, 1])
 def test_two_ranks_then_one_then_two_is_the_uninterrupted_two_rank_run(tmp_path, inputs, zero_stage):
     straight = tmp_path / "straight"
-    r = train(flags(straight, inputs, zero_stage=zero_stage), procs=2, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = Allocation(flags(straight, inputs, zero_stage=zero_stage), "", 2, tmp_path)
+    assert r.status == 0, r.stderr[-3000:]
     run = tmp_path / "elastic"
     codes = run_2_1_2(run, inputs, zero_stage=zero_stage)
     assert "saved on 2 ranks" in codes[1].stderr and "world size 1" in codes[1].stderr
@@ -168,9 +188,9 @@ def test_two_ranks_then_one_then_two_is_the_uninterrupted_two_rank_run(tmp_path,
     print(f"zero {zero_stage}: max |weight difference| after 2 -> 1 -> 2 ranks: {worst:.3g}")
     # a world size that does not divide the global batch: one line, before any training, checkpoint kept
     before = sorted(os.listdir(run / "checkpoints"))
-    r = train(flags(run, inputs, zero_stage=zero_stage, total_training_time=2 * HOURS,
-                    allow_budget_change="true"), procs=3, timeout=600)
-    assert exit_status(r) == 2 and "with micro batch 4 run on 1, 2, 4 ranks" in r.stderr
+    r = Allocation(flags(run, inputs, zero_stage=zero_stage, total_training_time=2 * HOURS,
+                         allow_budget_change="true"), "", 3, tmp_path)
+    assert r.status == 2 and "with micro batch 4 run on 1, 2, 4 ranks" in r.stderr.strip().splitlines()[-1]
     assert sorted(os.listdir(run / "checkpoints")) == before
 
 
