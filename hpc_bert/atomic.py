@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 def fsync_path(path: str) -> None:
@@ -24,9 +24,10 @@ def fsync_path(path: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str) -> Iterator[str]:
+def atomic_output(path: str, before_commit: Callable[[], None] | None = None) -> Iterator[str]:
     """Yield a temp path next to ``path``; on success it is fsynced and renamed over ``path``,
-    on any error (or a kill) it is removed and ``path`` is untouched."""
+    on any error (or a kill) it is removed and ``path`` is untouched. ``before_commit`` runs
+    between the fsync and the rename (fault injection)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
@@ -34,6 +35,8 @@ def atomic_output(path: str) -> Iterator[str]:
     try:
         yield tmp
         fsync_path(tmp)
+        if before_commit is not None:
+            before_commit()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -42,14 +45,15 @@ def atomic_output(path: str) -> Iterator[str]:
     fsync_path(folder)
 
 
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
-        fh.write(data)
+def write_bytes_atomic(path: str, data: bytes, before_commit: Callable[[], None] | None = None) -> None:
+    with atomic_output(path, before_commit) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
 
 
 def write_text_atomic(path: str, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+def write_json_atomic(path: str, obj: Any, before_commit: Callable[[], None] | None = None) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode(), before_commit)

@@ -1,4 +1,4 @@
-"""The trainer's loader: ABB files, rank-equal epochs, exact resume, validation set."""
+"""The trainer's loader: ABB files, one global order on any world size, exact resume, validation set."""
 from __future__ import annotations
 
 import itertools
@@ -66,10 +66,16 @@ def test_abb_layout_int32_int8_gzip_loads_like_ours(tmp_path):
     assert same(abb.validation_batches(16, 100)[0], ours.validation_batches(16, 100)[0])
 
 
+def round_rows(loaders, n):
+    """The first ``n`` rounds: per round, the ranks' input_ids stacked in rank order."""
+    per_rank = [take(x, n) for x in loaders]
+    return [np.concatenate([r[i].tensors["input_ids"].numpy() for r in per_rank]) for i in range(n)], per_rank
+
+
 @FAST
 @given(sizes=st.lists(st.integers(0, 60), min_size=1, max_size=5), world=st.integers(1, 5),
        micro=st.integers(1, 8))
-def test_every_rank_gets_the_same_number_of_batches(sizes, world, micro):
+def test_every_rank_gets_the_same_number_of_batches_and_an_epoch_is_a_permutation(sizes, world, micro):
     with tempfile.TemporaryDirectory() as tmp:
         path = make_dataset(tmp, sizes, seq_len=6)
         total = sum(sizes)
@@ -77,66 +83,84 @@ def test_every_rank_gets_the_same_number_of_batches(sizes, world, micro):
             with pytest.raises(UserError, match="hold no samples"):
                 PretrainingDataLoader(path, micro, 0, world)
             return
-        slots = max(1, -(-world // sum(1 for s in sizes if s))) * sum(1 for s in sizes if s)
-        if total // slots < micro:
-            event("smaller than one micro batch per slot")
-            with pytest.raises(UserError, match="fewer than the micro batch"):
+        if total < world * micro:
+            event("fewer samples than one round")
+            with pytest.raises(UserError, match="fewer than one micro batch on every rank"):
                 PretrainingDataLoader(path, micro, 0, world)
             return
         event("loaded")
-        counts = []
-        for rank in range(world):
-            loader = PretrainingDataLoader(path, micro, rank, world, prefetch=0)
-            per_epoch = []
-            for _epoch, batches in itertools.groupby(take(loader, 2 * loader.batches_per_epoch),
-                                                    key=lambda b: b.epoch):
-                batches = list(batches)
-                assert [b.index for b in batches] == list(range(len(batches)))
-                assert batches[-1].last_in_epoch and not any(b.last_in_epoch for b in batches[:-1])
-                assert all(len(b.tensors["input_ids"]) == micro for b in batches)
-                per_epoch.append(len(batches))
-            counts.append(per_epoch)
-        assert all(c == counts[0] for c in counts) and counts[0] == [counts[0][0]] * 2
+        loaders = [PretrainingDataLoader(path, micro, r, world, prefetch=0) for r in range(world)]
+        rounds = -(-2 * total // (world * micro))  # at least two epochs
+        _stacked, per_rank = round_rows(loaders, rounds)
+        for batches in per_rank:  # every rank: full micro batches, the same rounds, the same epoch ends
+            assert [b.index for b in batches] == list(range(rounds))
+            assert all(len(b.tensors["input_ids"]) == micro for b in batches)
+            assert [b.last_in_epoch for b in batches] == [b.last_in_epoch for b in per_rank[0]]
+        assert sum(b.last_in_epoch for b in per_rank[0]) == (rounds * world * micro) // total
+        ids = loaders[0].sample_ids(0, 2 * total)
+        assert sorted(ids[:total]) == list(range(total)) and sorted(ids[total:]) == list(range(total))
+        assert not np.array_equal(ids[:total], ids[total:]) or total < 4
 
 
 @FAST
-@given(stop_at=st.integers(0, 40), dynamic=st.booleans(), prefetch=st.integers(0, 3))
-def test_stopped_and_restored_loader_continues_with_the_same_batches(stop_at, dynamic, prefetch):
+@given(worlds=st.tuples(st.integers(1, 4), st.integers(1, 4)), micro=st.integers(1, 3), dynamic=st.booleans())
+def test_global_order_is_the_same_on_any_number_of_ranks(worlds, micro, dynamic):
     with tempfile.TemporaryDirectory() as tmp:
         path = make_dataset(tmp, [23, 30, 17], seq_len=8)
-        kw = dict(rank=1, world_size=2, seed=3, dynamic_masking=dynamic, prefetch=prefetch)
-        first = PretrainingDataLoader(path, 4, **kw)
-        it = iter(first)
-        for _ in range(stop_at):
-            next(it)
-        state = json.loads(json.dumps(first.state_dict()))  # small, JSON-able
-        expected = [next(it) for _ in range(8)]
-        it.close()
-        restored = PretrainingDataLoader(path, 4, **kw)
-        restored.load_state_dict(state)
-        got = take(restored, 8)
-        assert [(b.epoch, b.index) for b in got] == [(b.epoch, b.index) for b in expected]
-        assert all(same(a.tensors, b.tensors) for a, b in zip(got, expected))
+        samples = 72  # whole rounds for 1..4 ranks x micro 1..3; 70 samples a epoch, so it crosses one
+        a, b = ([PretrainingDataLoader(path, micro, r, w, seed=5, dynamic_masking=dynamic, prefetch=1)
+                 for r in range(w)] for w in worlds)
+        rows_a, per_a = round_rows(a, samples // (worlds[0] * micro))
+        rows_b, per_b = round_rows(b, samples // (worlds[1] * micro))
+        assert np.array_equal(np.concatenate(rows_a), np.concatenate(rows_b))
+        ids_a = np.concatenate([x.round_sample_ids for x in per_a[0]])
+        ids_b = np.concatenate([x.round_sample_ids for x in per_b[0]])
+        assert np.array_equal(ids_a, ids_b) and len(ids_a) == samples
+
+
+@FAST
+@given(stop_at=st.integers(0, 20), dynamic=st.booleans(), prefetch=st.integers(0, 3), resume_world=st.sampled_from([1, 2, 4]))
+def test_stopped_and_restored_loader_continues_with_the_same_samples_on_another_world_size(
+        stop_at, dynamic, prefetch, resume_world):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = make_dataset(tmp, [23, 30, 17], seq_len=8)
+        first = [PretrainingDataLoader(path, 2, r, 2, seed=3, dynamic_masking=dynamic, prefetch=prefetch)
+                 for r in range(2)]
+        its = [iter(x) for x in first]
+        for _ in range(2 * stop_at):  # stop after whole steps of a global batch of 8 (2 rounds of 2 x 2)
+            for it in its:
+                next(it)
+        states = [json.loads(json.dumps(x.state_dict())) for x in first]  # small, JSON-able
+        assert states[0] == states[1]  # the state is global: any rank's restores any rank
+        expected = np.concatenate([np.concatenate([next(it).tensors["input_ids"].numpy() for it in its])
+                                   for _ in range(4)])
+        for it in its:
+            it.close()
+        restored = [PretrainingDataLoader(path, 8 // (2 * resume_world) or 1, r, resume_world, seed=3,
+                                          dynamic_masking=dynamic, prefetch=prefetch) for r in range(resume_world)]
+        for x in restored:
+            x.load_state_dict(states[0])
+        rounds = 16 // restored[0].round_size
+        got, _ = round_rows(restored, rounds)
+        assert np.array_equal(np.concatenate(got), expected)
 
 
 def test_position_counts_consumed_batches_not_prefetched_ones(tmp_path):
     loader = PretrainingDataLoader(make_dataset(tmp_path, [40, 40]), 4, prefetch=4)
-    assert loader.state_dict()["epoch"] == 0 and loader.state_dict()["index"] == 0
+    assert loader.state_dict()["next_sample"] == 0
     it = iter(loader)
     seen = []
     for _ in range(25):
         batch = next(it)
         seen.append(batch)
-        state = loader.state_dict()
-        assert (state["epoch"], state["index"]) == ((batch.epoch + 1, 0) if batch.last_in_epoch
-                                                    else (batch.epoch, batch.index + 1))
+        assert loader.state_dict()["next_sample"] == (batch.index + 1) * 4
     # rewinding a running iterator restarts it at the loaded position
-    loader.load_state_dict({"epoch": seen[3].epoch, "index": seen[3].index})
+    loader.load_state_dict({"next_sample": 3 * 4})
     assert same(next(it).tensors, seen[3].tensors)
     assert same(next(it).tensors, seen[4].tensors)
 
 
-def test_order_is_a_pure_function_of_seed_epoch_rank(tmp_path):
+def test_order_is_a_pure_function_of_seed_and_global_index(tmp_path):
     path = make_dataset(tmp_path, [40, 40, 40])
     a = PretrainingDataLoader(path, 5, rank=1, world_size=2, seed=9)
     b = PretrainingDataLoader(path, 5, rank=1, world_size=2, seed=9, prefetch=0)
@@ -144,20 +168,29 @@ def test_order_is_a_pure_function_of_seed_epoch_rank(tmp_path):
     batches_a, batches_b, batches_c = take(a, 30), take(b, 30), take(c, 30)
     assert all(same(x.tensors, y.tensors) for x, y in zip(batches_a, batches_b))
     assert not all(same(x.tensors, y.tensors) for x, y in zip(batches_a, batches_c))
-    assert [a.slot_of(e).path[-20:] for e in range(3)] != [a.slot_of(0).path[-20:]] * 3
-    assert not np.array_equal(a.epoch_order(0), a.epoch_order(3))
+    assert not np.array_equal(a.sample_ids(0, 120), a.sample_ids(120, 240))  # epochs are reshuffled
 
 
-def test_more_ranks_than_shards_read_disjoint_pieces(tmp_path):
-    path = make_dataset(tmp_path, [50, 50])
-    loaders = [PretrainingDataLoader(path, 4, rank=r, world_size=5, prefetch=0) for r in range(5)]
-    assert len(loaders[0].slots) == 6 and len({x.batches_per_epoch for x in loaders}) == 1
-    slots = [x.slot_of(0) for x in loaders]
-    ranges = sorted((s.path, s.start, s.stop) for s in slots)
-    for (p1, _, e1), (p2, s2, _) in zip(ranges, ranges[1:]):
-        assert p1 != p2 or e1 <= s2  # no overlap within a file
-    first_rows = [set(map(tuple, take(x, 1)[0].tensors["input_ids"].tolist())) for x in loaders]
-    assert all(not (first_rows[i] & first_rows[j]) for i in range(5) for j in range(i + 1, 5))
+def test_big_files_are_read_in_bounded_chunks(tmp_path):
+    from hpc_bert.data.loader import CHUNK_ROWS
+    path = make_dataset(tmp_path, [CHUNK_ROWS + 100, 30], seq_len=4)
+    loader = PretrainingDataLoader(path, 64, prefetch=0)
+    assert [(c.start, c.stop) for c in loader.chunks] == [(0, CHUNK_ROWS), (CHUNK_ROWS, CHUNK_ROWS + 100), (0, 30)]
+    total = CHUNK_ROWS + 130
+    assert sorted(loader.sample_ids(0, total)) == list(range(total))
+    # a round's rows come from one or two chunks, not from rows scattered over the files
+    assert all(len(loader.locate(i, i + 64)) <= 2 for i in range(0, total - 64, 64))
+
+
+def test_a_loader_state_of_another_order_fails_with_one_line(tmp_path):
+    path = make_dataset(tmp_path, [40, 40])
+    loader = PretrainingDataLoader(path, 4, seed=1)
+    with pytest.raises(UserError, match="older hpc_bert"):
+        loader.load_state_dict({"epoch": 1, "index": 2})
+    with pytest.raises(UserError, match="seed 2 -> 1"):
+        loader.load_state_dict({**loader.state_dict(), "seed": 2})
+    with pytest.raises(UserError, match="not a whole number of rounds"):
+        PretrainingDataLoader(path, 4, 0, 2, seed=1).load_state_dict({**loader.state_dict(), "next_sample": 4})
 
 
 def test_validation_set_is_fixed_and_split_across_ranks(tmp_path):

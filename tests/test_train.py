@@ -95,8 +95,9 @@ def test_uninterrupted_run_follows_the_schedule(uninterrupted):
 
 def test_resume_equivalence_under_signals(tmp_path, inputs, uninterrupted):
     run = tmp_path / "interrupted"
-    # 1: SIGUSR2 mid-validation; 2: SIGTERM right after the first marker; 3, 4: SIGUSR2 / SIGINT at steps
-    plan = ["usr2@validation:2", "term@marker:1", "usr2@step:13", "int@step:17"]
+    # 1: SIGUSR2 mid-validation (epoch 1 = 80 samples = step 5); 2: SIGTERM right after the first
+    # marker (step 8); 3, 4: SIGUSR2 / SIGINT at steps
+    plan = ["usr2@validation:1", "term@marker:1", "usr2@step:13", "int@step:17"]
     stops = []
     for fault in plan + [""]:
         r = train(flags(run, inputs), env_extra={"HPC_BERT_FAULTS": fault})

@@ -1,24 +1,28 @@
-"""The trainer's data loader: ABB's shard-per-epoch reading, made resumable and rank-equal.
+"""The trainer's data loader: one global sample order, resumable on any number of ranks.
 
-An *epoch* is one pass over one shard slot per rank (ABB: every epoch each rank reads one
-shard file). Slots are the train files in a seeded order, each cut into ``ceil(world_size /
-files)`` contiguous pieces, so that more ranks than files still read disjoint data; epoch
-``e`` gives rank ``r`` slot ``(e * world_size + r) % slots``, which walks all slots evenly.
+The order of training samples is a pure function of (seed, global sample index), so a run
+resumed on another world size sees the same global batches in the same order. Global index
+``i`` lies in epoch ``i // N`` (N = all train samples; an *epoch* is one pass over them).
+Each epoch walks the *chunks* (contiguous runs of at most ``CHUNK_ROWS`` rows of one shard
+file) in a seeded order and the rows of each chunk in a seeded order, so reading stays
+sequential: a rank reads a whole chunk with one contiguous HDF5 read and keeps it while its
+rows are used (every rank reads the chunks its rows fall in, i.e. ABB's one-file-at-a-time
+reading with a bounded buffer, not one random row per sample).
 
-Every rank gets the same number of batches per epoch (ABB hangs when they differ): the
-common count is the mean slot size (total train samples / slots). A rank whose slot is
-larger reads a fresh random subset of it; a smaller slot is repeated in fresh orders. The
-sample order is a pure function of (seed, epoch, rank), so a batch is a pure function of its
-position (epoch, index): ``state_dict`` is that position for the *next batch the trainer
-will consume*, whatever the prefetch thread has already built, and a restored loader
-continues with exactly the same batches.
+A *round* is one micro batch on every rank: ``world_size x micro_batch_size`` consecutive
+global indices, rank ``r`` taking the ``r``-th micro batch, so every rank gets the same
+number of batches, always. The state is one integer, the global index of the next sample
+the trainer will consume (whatever the prefetch thread has already built); at an optimizer
+step boundary it is a multiple of the global batch, whatever the world size.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
+import hashlib
 import queue
 import threading
+from collections import OrderedDict
 from typing import Iterator
 
 import numpy as np
@@ -28,24 +32,33 @@ from hpc_bert.data.dataset import DatasetInfo, check_dataset
 from hpc_bert.data.hdf5io import read_rows
 from hpc_bert.errors import UserError
 
-__all__ = ["Batch", "PretrainingDataLoader", "check_dataset", "DatasetInfo"]
+__all__ = ["Batch", "PretrainingDataLoader", "check_dataset", "DatasetInfo", "sample_ids_digest"]
 IGNORE_INDEX = -100
-_STATE_KEYS = ("epoch", "index", "seed", "rank", "world_size", "micro_batch_size", "batches_per_epoch")
+CHUNK_ROWS = 4096  # rows read at once; part of the order (saved in the state, checked on load)
+ORDER_VERSION = 2  # 1 was the per-(epoch, rank) shard-slot order
+_CACHED_CHUNKS = 3
 
 
 @dataclasses.dataclass
 class Batch:
-    epoch: int  # 0-based
-    index: int  # batch index within the epoch
-    last_in_epoch: bool
+    epoch: int  # 0-based epoch of the round's first sample
+    index: int  # global round number (world_size x micro samples per round)
+    last_in_epoch: bool  # the round consumed the last sample of an epoch
     tensors: dict[str, torch.Tensor]  # input_ids, attention_mask, token_type_ids, labels: LongTensor [B, L]
+    round_sample_ids: np.ndarray  # dataset row ids of the whole round, all ranks, in order
 
 
 @dataclasses.dataclass(frozen=True)
-class Slot:
+class Chunk:
     path: str
     start: int
     stop: int
+    first_id: int  # dataset row id of row ``start`` (ids number all train rows, files in name order)
+
+
+def sample_ids_digest(ids) -> str:
+    """A short hash of a sequence of dataset row ids (e.g. one optimizer step's global batch)."""
+    return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
 def labels_from_static_mask(positions: np.ndarray, ids: np.ndarray, seq_len: int) -> np.ndarray:
@@ -59,7 +72,7 @@ def labels_from_static_mask(positions: np.ndarray, ids: np.ndarray, seq_len: int
 
 
 class PretrainingDataLoader:
-    """Infinite iterator of ``Batch``; see the module docstring for the epoch contract."""
+    """Infinite iterator of ``Batch``; see the module docstring for the order contract."""
 
     def __init__(self, dataset_path: str, micro_batch_size: int, rank: int = 0, world_size: int = 1,
                  seed: int = 42, max_seq_length: int | None = None, vocab_size: int | None = None,
@@ -80,52 +93,67 @@ class PretrainingDataLoader:
         self.mask_token_id, self.special_token_ids = mask_token_id, np.asarray(sorted(special_token_ids))
         if dynamic_masking:
             self._check_dynamic_masking()
-        self.slots = self._make_slots()
-        self.slot_samples = self.info.num_train_samples // len(self.slots)
-        self._batches = self.slot_samples // micro_batch_size
-        if self._batches < 1:
-            raise UserError(f"{self.info.num_train_samples} train samples over {len(self.slots)} shard slots "
-                            f"give {self.slot_samples} samples per rank and epoch, fewer than the micro batch "
-                            f"{micro_batch_size}: use a smaller micro batch, fewer ranks, or more data")
-        self._position = (0, 0)
+        self.chunks = self._make_chunks()
+        self.num_samples = sum(c.stop - c.start for c in self.chunks)
+        self.round_size = world_size * micro_batch_size
+        if self.round_size > self.num_samples:
+            raise UserError(f"{self.num_samples} train samples are fewer than one micro batch on every rank "
+                            f"({world_size} x {micro_batch_size}): use a smaller micro batch, fewer ranks, "
+                            "or more data")
+        self._position = 0  # global index of the next sample the trainer consumes
         self._generation = 0  # bumped by load_state_dict so a running iterator restarts there
+        self._epoch_plans: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._validation_cache: dict[tuple[int, int], list[dict]] = {}
 
-    # ----- epoch plan: pure functions of (seed, epoch, rank) -----
-    def _make_slots(self) -> list[Slot]:
-        files = [s for s in self.info.train if s.num_samples > 0]
-        order = np.random.default_rng([self.seed, 0x5107]).permutation(len(files))
-        pieces = math.ceil(self.world_size / len(files))
-        slots = []
-        for piece in range(pieces):
-            for i in order:
-                n = files[i].num_samples
-                start, stop = piece * n // pieces, (piece + 1) * n // pieces
-                if start == stop:  # file smaller than the number of pieces: read it whole
-                    start, stop = 0, n
-                slots.append(Slot(files[i].path, start, stop))
-        return slots
+    # ----- the global order: pure functions of (seed, global index) -----
+    def _make_chunks(self) -> list[Chunk]:
+        chunks, first_id = [], 0
+        for shard in self.info.train:
+            for start in range(0, shard.num_samples, CHUNK_ROWS):
+                chunks.append(Chunk(shard.path, start, min(start + CHUNK_ROWS, shard.num_samples), first_id + start))
+            first_id += shard.num_samples
+        return chunks
 
-    def slot_of(self, epoch: int) -> Slot:
-        """The shard slot this rank reads in ``epoch``."""
-        return self.slots[(epoch * self.world_size + self.rank) % len(self.slots)]
+    def epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk indices in the order epoch ``epoch`` reads them, global offset where each begins)."""
+        if epoch not in self._epoch_plans:
+            order = np.random.default_rng([self.seed, epoch, 0x5107]).permutation(len(self.chunks))
+            sizes = np.array([self.chunks[c].stop - self.chunks[c].start for c in order], dtype=np.int64)
+            self._epoch_plans[epoch] = (order, np.concatenate([[0], np.cumsum(sizes)[:-1]]))
+            while len(self._epoch_plans) > 2:
+                self._epoch_plans.popitem(last=False)
+        return self._epoch_plans[epoch]
 
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        """Row offsets within ``slot_of(epoch)`` in the order this rank reads them."""
-        slot = self.slot_of(epoch)
-        size, need = slot.stop - slot.start, self._batches * self.micro_batch_size
-        rng = np.random.default_rng([self.seed, epoch, self.rank, 0xE90C])
-        rounds = [rng.permutation(size) for _ in range(max(1, -(-need // size)))]
-        return np.concatenate(rounds)[:need]
+    @functools.lru_cache(maxsize=8)  # a round touches one or two chunks: keep their orders
+    def row_order(self, epoch: int, chunk: int) -> np.ndarray:
+        """Row offsets within chunk ``chunk`` in the order epoch ``epoch`` reads them."""
+        c = self.chunks[chunk]
+        return np.random.default_rng([self.seed, epoch, chunk, 0xE90C]).permutation(c.stop - c.start)
 
-    @property
-    def batches_per_epoch(self) -> int:
-        return self._batches
+    def locate(self, start: int, stop: int) -> list[tuple[int, int, np.ndarray]]:
+        """Global indices [start, stop) as runs of (epoch, chunk, row offsets within the chunk)."""
+        runs, i = [], start
+        while i < stop:
+            epoch, offset = divmod(i, self.num_samples)
+            order, begins = self.epoch_plan(epoch)
+            k = int(np.searchsorted(begins, offset, side="right")) - 1
+            chunk = int(order[k])
+            size = self.chunks[chunk].stop - self.chunks[chunk].start
+            lo = offset - int(begins[k])
+            take = min(size - lo, stop - i)
+            runs.append((epoch, chunk, self.row_order(epoch, chunk)[lo:lo + take]))
+            i += take
+        return runs
+
+    def sample_ids(self, start: int, stop: int) -> np.ndarray:
+        """Dataset row ids of global indices [start, stop)."""
+        parts = [self.chunks[c].first_id + rows for _e, c, rows in self.locate(start, stop)]
+        return np.concatenate(parts).astype(np.int64)
 
     @property
     def samples_per_epoch(self) -> int:
-        """Samples per rank and epoch (batches_per_epoch x micro_batch_size)."""
-        return self._batches * self.micro_batch_size
+        """Samples of one epoch, all ranks together."""
+        return self.num_samples
 
     # ----- batches -----
     def _check_dynamic_masking(self) -> None:
@@ -138,17 +166,19 @@ class PretrainingDataLoader:
             raise UserError("--dynamic_masking needs the vocab size to draw random tokens and these shards "
                             "do not record it: pass the model's vocab_size")
 
-    def _load_slot(self, slot: Slot) -> dict[str, np.ndarray]:
-        rows = read_rows(slot.path, slot.start, slot.stop)
+    def _read_chunk(self, epoch: int, chunk: int) -> dict[str, np.ndarray]:
+        c = self.chunks[chunk]
+        rows = read_rows(c.path, c.start, c.stop)
         limit = self.vocab_size
         if limit is not None:  # ABB files carry no max id: check what is actually read
             top = int(max(rows["input_ids"].max(initial=0), rows["masked_lm_ids"].max(initial=0)))
             if top >= limit:
-                raise UserError(f"shard {slot.path} holds token id {top} but the model's vocab has {limit} "
+                raise UserError(f"shard {c.path} holds token id {top} but the model's vocab has {limit} "
                                 "ids: use the tokenizer the data was prepared with")
         if int(rows["masked_lm_positions"].max(initial=0)) >= self.info.max_seq_length:
-            raise UserError(f"shard {slot.path} has masked_lm_positions beyond max_seq_length: re-create it")
-        return rows
+            raise UserError(f"shard {c.path} has masked_lm_positions beyond max_seq_length: re-create it")
+        tensors = self._tensors(rows, np.arange(c.stop - c.start), (epoch, chunk) if self.dynamic_masking else None)
+        return {k: v.numpy() for k, v in tensors.items()}
 
     def _tensors(self, rows: dict[str, np.ndarray], select: np.ndarray, rng_key: tuple[int, ...] | None) -> dict:
         input_ids = rows["input_ids"][select].astype(np.int64)
@@ -173,25 +203,26 @@ class PretrainingDataLoader:
         masked = np.where(chosen & (draw >= 0.9), random_ids, masked)
         return masked, np.where(chosen, original, IGNORE_INDEX)
 
-    def _batches_from(self, position: tuple[int, int], stop: threading.Event) -> Iterator[Batch]:
-        """Batches from ``position`` on (runs in the prefetch thread when prefetch > 0)."""
-        epoch, index = position
-        cached_slot, rows = None, None
+    def _batches_from(self, position: int, stop: threading.Event) -> Iterator[Batch]:
+        """Batches from global index ``position`` on (runs in the prefetch thread when prefetch > 0)."""
+        cache: OrderedDict[tuple[int, int], dict[str, np.ndarray]] = OrderedDict()
+        b = self.micro_batch_size
         while not stop.is_set():
-            slot = self.slot_of(epoch)
-            if slot != cached_slot:
-                rows, cached_slot = self._load_slot(slot), slot
-            order = self.epoch_order(epoch)
-            while index < self._batches and not stop.is_set():
-                b = self.micro_batch_size
-                key = (epoch, self.rank, index) if self.dynamic_masking else None
-                tensors = self._tensors(rows, order[index * b:(index + 1) * b], key)
-                yield Batch(epoch, index, index == self._batches - 1, tensors)
-                index += 1
-            epoch, index = epoch + 1, 0
-
-    def _next_position(self, batch: Batch) -> tuple[int, int]:
-        return (batch.epoch + 1, 0) if batch.last_in_epoch else (batch.epoch, batch.index + 1)
+            mine = position + self.rank * b
+            parts = []
+            for epoch, chunk, rows in self.locate(mine, mine + b):
+                key = (epoch if self.dynamic_masking else 0, chunk)
+                if key not in cache:
+                    cache[key] = self._read_chunk(epoch, chunk)
+                    while len(cache) > _CACHED_CHUNKS:
+                        cache.popitem(last=False)
+                parts.append({k: v[rows] for k, v in cache[key].items()})
+            tensors = {k: torch.from_numpy(np.concatenate([p[k] for p in parts])) for k in parts[0]}
+            end = position + self.round_size
+            n = self.num_samples
+            yield Batch(position // n, position // self.round_size, end // n > position // n, tensors,
+                        self.sample_ids(position, end))
+            position = end
 
     def __iter__(self) -> Iterator[Batch]:
         while True:
@@ -201,33 +232,34 @@ class PretrainingDataLoader:
                 while generation == self._generation:
                     batch = source.get()
                     # before yielding: while the trainer holds this batch, the next one is "next"
-                    self._position = self._next_position(batch)
+                    self._position = (batch.index + 1) * self.round_size
                     yield batch
             finally:
                 source.close()
 
     # ----- checkpointing -----
     def state_dict(self) -> dict:
-        epoch, index = self._position
-        return {"epoch": epoch, "index": index, "seed": self.seed, "rank": self.rank,
-                "world_size": self.world_size, "micro_batch_size": self.micro_batch_size,
-                "batches_per_epoch": self._batches}
+        """World-size free: the global position and what defines the order."""
+        return {"order_version": ORDER_VERSION, "next_sample": self._position, "seed": self.seed,
+                "num_samples": self.num_samples, "chunk_rows": CHUNK_ROWS}
 
     def load_state_dict(self, state: dict) -> None:
-        missing = [k for k in ("epoch", "index") if k not in state]
-        if missing:
-            raise UserError(f"data loader state lacks {', '.join(missing)}: the checkpoint is damaged")
+        if "next_sample" not in state:
+            raise UserError("the data loader state has no global position (saved by an older hpc_bert, whose "
+                            "order was per rank): finish that run with the version that started it")
         mine = self.state_dict()
-        changed = [k for k in _STATE_KEYS[2:] if k in state and k != "rank" and int(state[k]) != mine[k]]
+        changed = [k for k in ("order_version", "seed", "num_samples", "chunk_rows")
+                   if k in state and int(state[k]) != mine[k]]
         if changed:
             listing = ", ".join(f"{k} {state[k]} -> {mine[k]}" for k in changed)
-            raise UserError(f"the data loader was saved with other settings ({listing}): resume with the "
-                            "same seed, world size, micro batch and dataset")
-        epoch, index = int(state["epoch"]), int(state["index"])
-        if epoch < 0 or not 0 <= index < self._batches:
-            raise UserError(f"data loader position epoch {epoch} batch {index} is outside the "
-                            f"{self._batches} batches per epoch: the checkpoint does not match this dataset")
-        self._position = (epoch, index)
+            raise UserError(f"the data loader was saved with another sample order ({listing}): resume with the "
+                            "same --seed and dataset")
+        position = int(state["next_sample"])
+        if position < 0 or position % self.round_size:
+            raise UserError(f"data loader position {position} is not a whole number of rounds of "
+                            f"{self.world_size} x {self.micro_batch_size} samples: the checkpoint does not "
+                            "match this batch geometry")
+        self._position = position
         self._generation += 1
 
     # ----- validation -----

@@ -39,9 +39,10 @@ def render(run_dir: str) -> str:
             remaining = max(0.0, ledger.budget_s - t["elapsed_s"])
             lines.append(f"remaining training time {remaining / 3600:.3f} h"
                          + (f" (~{remaining / rate / 3600:.2f} h of allocation at the current rate)" if rate > 0 else ""))
-        hdr = ["#", "job", "restart", "hosts", "start", "end", "startup_s", "train_s", "val_s", "ckpt_s",
+        hdr = ["#", "job", "restart", "hosts", "ranks", "start", "end", "startup_s", "train_s", "val_s", "ckpt_s",
                "lost_s", "elapsed_s", "steps", "end reason"]
-        rows = [[str(i), a.job_id, str(a.restart_count), ",".join(a.hosts), _fmt_wall(a.start_wall),
+        rows = [[str(i), a.job_id, str(a.restart_count), ",".join(a.hosts), str(a.world_size or "-"),
+                 _fmt_wall(a.start_wall),
                  _fmt_wall(a.end_wall), f"{a.startup_s:.1f}", f"{a.train_s:.1f}", f"{a.validation_s:.1f}",
                  f"{a.checkpoint_s:.1f}", f"{a.lost_s:.1f}", f"{a.elapsed_begin_s:.0f}->{a.elapsed_last_s:.0f}",
                  f"{a.step_begin}->{a.step_last}", a.end_reason or "(running or died)"]

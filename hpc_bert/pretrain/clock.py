@@ -28,6 +28,8 @@ from hpc_bert import runenv
 from hpc_bert.atomic import write_json_atomic
 from hpc_bert.errors import UserError
 from hpc_bert.layout import LEDGER_NAME
+from hpc_bert.testing import faults
+
 LEDGER_VERSION = 1
 END_REASONS = ("budget_done", "timeout", "preempted", "signal", "crash", "early_stop", "early_exit", "error")
 PHASES = ("train", "validation", "checkpoint")
@@ -128,6 +130,7 @@ class Allocation:
     elapsed_saved_s: float = 0.0   # budget elapsed of the newest checkpoint it wrote
     step_begin: int = 0
     step_last: int = 0
+    world_size: int | None = None  # ranks of this allocation (None: a ledger written before it was recorded)
 
 
 @dataclass
@@ -135,6 +138,7 @@ class Ledger:
     run_dir: str
     budget_s: float
     allocations: list[Allocation] = field(default_factory=list)
+    saves: int = field(default=0, repr=False, compare=False)  # writes by this process (a fault point)
 
     @property
     def path(self) -> str:
@@ -163,7 +167,9 @@ class Ledger:
     # ---- writing -------------------------------------------------------------------
     def save(self) -> None:
         os.makedirs(self.run_dir, exist_ok=True)
-        write_json_atomic(self.path, self.to_json())
+        self.saves += 1
+        # tests: a kill with the new ledger written to its temp file, not yet renamed over the old
+        write_json_atomic(self.path, self.to_json(), before_commit=lambda: faults.at("ledger", self.saves))
 
     def to_json(self) -> dict:
         return {"version": LEDGER_VERSION, "budget_s": self.budget_s,
@@ -186,7 +192,8 @@ class Ledger:
 
     def begin_allocation(self, *, resumed_elapsed_s: float, step: int, startup_s: float,
                          job_id: str | None = None, restart_count: int | None = None,
-                         hosts: list[str] | None = None, start_wall: float | None = None) -> Allocation:
+                         hosts: list[str] | None = None, start_wall: float | None = None,
+                         world_size: int | None = None) -> Allocation:
         """Open a new allocation record; close a dangling one (its job died) as a crash."""
         if self.allocations and self.allocations[-1].end_reason is None:
             dead = self.allocations[-1]
@@ -195,6 +202,9 @@ class Ledger:
         if self.allocations:
             # Work the previous allocation did after the checkpoint we resume from is lost.
             prev = self.allocations[-1]
+            # it got at least as far as the checkpoint we resume from (a kill may have cut the
+            # heartbeat that recorded it): so train - lost always adds up to the resumed elapsed
+            prev.elapsed_last_s = max(prev.elapsed_last_s, resumed_elapsed_s)
             prev.lost_s += max(0.0, prev.elapsed_last_s - resumed_elapsed_s)
         if job_id is None:
             job_id = runenv.job_id() or f"pid-{os.getpid()}"
@@ -207,7 +217,7 @@ class Ledger:
             hosts=hosts or runenv.hosts(),
             start_wall=start_wall if start_wall is not None else time.time(),
             startup_s=startup_s, elapsed_begin_s=resumed_elapsed_s, elapsed_last_s=resumed_elapsed_s,
-            elapsed_saved_s=resumed_elapsed_s, step_begin=step, step_last=step)
+            elapsed_saved_s=resumed_elapsed_s, step_begin=step, step_last=step, world_size=world_size)
         self.allocations.append(alloc)
         self.save()
         return alloc

@@ -18,14 +18,17 @@ import os
 import sys
 import time
 
+import numpy as np
 import torch
 
+from hpc_bert.data.loader import sample_ids_digest
 from hpc_bert.testing import faults
 from hpc_bert.pretrain import schedule
 from hpc_bert.pretrain.checkpoint import (find_latest, load_training_checkpoint, rng_state,
                                  save_finetune_checkpoint, save_training_checkpoint, set_rng_state,
                                  finetune_checkpoint_exists, check_free_space, checkpoint_bytes)
 from hpc_bert.pretrain.clock import BudgetClock, Ledger
+from hpc_bert.pretrain.elastic import accumulation_steps, fresh_rng_state
 from hpc_bert.config.flags import flat_dict
 from hpc_bert.pretrain.distributed import (StopCode, StopFlag, agree_step, all_agree_max, all_sum, barrier,
                                            init_distributed, shutdown)
@@ -74,9 +77,11 @@ def check_resume_compatible(meta: dict, cfg, vocab_size: int, world_size: int) -
         raise UserError(f"cannot resume {where}: budget {meta['budget_s'] / 3600:g} h -> "
                         f"{cfg.schedule.total_training_time:g} h changes the schedule: pass the original "
                         "--total_training_time, or add --allow_budget_change to continue under the new one")
-    if meta["world_size"] != world_size:
-        raise UserError(f"cannot resume {where}: saved with {meta['world_size']} ranks, now {world_size}: "
-                        "run with the original number of tasks")
+    saved_batch = meta.get("config", {}).get("train_batch_size", cfg.optim.train_batch_size)
+    if saved_batch != cfg.optim.train_batch_size:  # the world size may change; the global batch may not
+        raise UserError(f"cannot resume {where}: --train_batch_size {saved_batch} -> {cfg.optim.train_batch_size} "
+                        f"changes the global batches: pass --train_batch_size {saved_batch} (any world size "
+                        "that divides it works)")
 
 
 def deepspeed_config(cfg, accum: int, device: str) -> dict:
@@ -126,11 +131,7 @@ def run_training(cfg) -> int:
     # ---- cheap checks first: nothing expensive happens before they pass ------------------
     for note in cfg.notes():
         log(rank, f"note: {note}")
-    micro = cfg.optim.train_micro_batch_size_per_gpu
-    if cfg.optim.train_batch_size % (micro * world):
-        raise UserError(f"--train_batch_size {cfg.optim.train_batch_size} is not a multiple of micro batch x "
-                        f"world size = {micro} x {world}: adjust the batch or the number of ranks")
-    accum = cfg.optim.train_batch_size // (micro * world)
+    accum = accumulation_steps(cfg.optim.train_batch_size, cfg.optim.train_micro_batch_size_per_gpu, world)
     tokenizer = load_tokenizer(cfg.model.tokenizer_name)
     vocab_size = cfg.model.vocab_size or padded_vocab_size(len(tokenizer))
     if vocab_size < len(tokenizer):
@@ -160,18 +161,20 @@ def run_training(cfg) -> int:
             lock.release()
 
 
-def accumulate(engine, batches, accum: int, device: str) -> tuple[torch.Tensor, int]:
+def accumulate(engine, batches, accum: int, device: str) -> tuple[torch.Tensor, int, list]:
     """``accum`` micro batches = one optimizer step of the engine. Returns the summed loss, still
-    on the device (nothing here waits for it), and how many epochs ended."""
-    loss_sum, epochs_ended = torch.zeros((), dtype=torch.float64, device=device), 0
+    on the device (nothing here waits for it), how many epochs ended, and the global batch's
+    sample ids (the same whatever the world size)."""
+    loss_sum, epochs_ended, step_ids = torch.zeros((), dtype=torch.float64, device=device), 0, []
     for _ in range(accum):
         batch = next(batches)
+        step_ids.append(batch.round_sample_ids)
         loss = engine(**{k: t.to(device) for k, t in batch.tensors.items()})
         engine.backward(loss)
         engine.step()
         loss_sum += loss.detach()
         epochs_ended += int(batch.last_in_epoch)
-    return loss_sum, epochs_ended
+    return loss_sum, epochs_ended, step_ids
 
 
 class _Allocation:
@@ -209,9 +212,12 @@ class _Allocation:
             model=model, optimizer=build_optimizer(model, cfg.optim), config=deepspeed_config(cfg, accum, device))
         self.state = TrainState()
         if meta is not None:
-            rank_state = load_training_checkpoint(self.engine, run_dir, rank, meta["tag"])
+            rank_state = load_training_checkpoint(self.engine, run_dir, rank, meta["tag"], meta["world_size"], world)
             self.loader.load_state_dict(rank_state["loader"])
-            set_rng_state(rank_state["rng"])
+            if rank_state["rng"] is None:  # another world size: per-rank streams cannot carry over
+                fresh_rng_state(cfg.runtime.seed, rank, meta["step"])
+            else:
+                set_rng_state(rank_state["rng"])
             self.state = TrainState(**meta["train_state"])
         # ---- the clock starts at the first step; everything before is startup ----------------
         self.elapsed0 = meta["elapsed_s"] if meta else 0.0
@@ -225,13 +231,14 @@ class _Allocation:
         self.ledger = ledger
         startup_s = time.time() - PROCESS_START
         if rank == 0:
-            ledger.begin_allocation(resumed_elapsed_s=self.elapsed0, step=self.state.step, startup_s=startup_s)
+            ledger.begin_allocation(resumed_elapsed_s=self.elapsed0, step=self.state.step, startup_s=startup_s,
+                                    world_size=world)
         log(rank, f"model {n_params / 1e6:.2f}M params ({cfg.model.encoder_ln_mode}, {cfg.model.num_hidden_layers}x"
                   f"{cfg.model.hidden_size}, vocab {vocab_size}); world size {world} on {device}; batch "
                   f"{cfg.optim.train_batch_size} = {micro} micro x {accum} accum x "
                   f"{world} ranks; budget {s.total_training_time:g} h ({s.budget_s:.0f} s, {s.clock} clock); "
-                  + (f"resumed {meta['tag']} at {self.elapsed0:.1f} s ({self.elapsed0 / s.budget_s:.1%})"
-                     if meta else "fresh start")
+                  + (f"resumed {meta['tag']} at {self.elapsed0:.1f} s ({self.elapsed0 / s.budget_s:.1%}), saved "
+                     f"on {meta['world_size']} ranks" if meta else "fresh start")
                   + f"; startup {startup_s:.1f} s" + (f" (compile {self.compile_s:.1f} s)" if self.compile_s else ""))
         self.events.emit("allocation_start", self.state.step, self.elapsed0, startup_s=startup_s, world_size=world,
                          compile_s=round(self.compile_s, 3))
@@ -285,7 +292,7 @@ class _Allocation:
                                          s.budget_s, state.step, s.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
-        loss_sum, epochs_ended = accumulate(self.engine, batches, self.accum, self.device)
+        loss_sum, epochs_ended, self.step_ids = accumulate(self.engine, batches, self.accum, self.device)
         self.clock.on_optimizer_step()
         state.step += 1
         state.samples_seen += self.cfg.optim.train_batch_size
@@ -300,7 +307,7 @@ class _Allocation:
         rate = (state.samples_seen - self._samples_print) / max(now - self._t_print, 1e-9)
         self._t_print, self._samples_print = now, state.samples_seen
         self.events.emit("train", state.step, elapsed, loss=loss_all, lr=self.lr, samples_per_s=rate,
-                         epoch=state.epochs_done)
+                         epoch=state.epochs_done, batch_ids=sample_ids_digest(np.concatenate(self.step_ids)))
         if self.rank == 0:
             self.ledger.heartbeat(self.clock, state.step)
 
