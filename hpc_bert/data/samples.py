@@ -134,7 +134,17 @@ def shard_stats(path: str) -> dict | None:
             "samples": int(attrs["stat_samples"]), **{k: int(attrs[f"stat_{k}"]) for k in STAT_KEYS}}
 
 
-def plan_jobs(text_shards: list[str], output_dir: str, tokenizer, config: SampleConfig) -> list[ShardJob]:
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def plan_jobs(text_shards: list[str], output_dir: str, tokenizer, config: SampleConfig,
+              only: set[str] | None = None) -> list[ShardJob]:
+    """One job per text shard (``only``: these text shard names), keyed by what makes its bytes."""
     if not text_shards:
         raise UserError("no text shards to turn into samples: run `python -m hpc_bert.data shard` first "
                         "(files named train_shard_NNN.txt / test_shard_NNN.txt)")
@@ -146,10 +156,11 @@ def plan_jobs(text_shards: list[str], output_dir: str, tokenizer, config: Sample
         split = name.split("_", 1)[0]
         if split not in SPLIT_CODE:
             raise UserError(f"text shard {path} is not named train_shard_NNN.txt or test_shard_NNN.txt: rename it")
+        if only is not None and name not in only:
+            continue
         index = int("".join(c for c in name if c.isdigit()) or 0)
-        st = os.stat(path)
         key = settings.copy()
-        key.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        key.update(f"{name}:{_file_digest(path)}".encode())
         jobs.append(ShardJob(path, os.path.join(output_dir, f"{split}_shard_{index:03d}.hdf5"), split, index,
                              tok_json, ids, config, key.hexdigest()[:32]))
     return jobs
@@ -161,7 +172,7 @@ def make_samples(text_shards: list[str], output_dir: str, tokenizer, config: Sam
     """Create ``{train,test}_shard_NNN.hdf5`` in ``output_dir`` from text shards named
     ``{train,test}_shard_NNN.txt`` (``only``: just these text shard names, for an array task);
     returns per-shard counts in shard order. Complete shards of the same settings are kept."""
-    jobs = plan_jobs(text_shards, output_dir, tokenizer, config)
+    jobs = plan_jobs(text_shards, output_dir, tokenizer, config, only)
     os.makedirs(output_dir, exist_ok=True)
     if only is None:
         outputs = {j.out_path for j in jobs}
@@ -171,8 +182,6 @@ def make_samples(text_shards: list[str], output_dir: str, tokenizer, config: Sam
                     raise UserError(f"{output_dir} holds {os.path.basename(path)}, which this run would not make: "
                                     "pass an empty --output_dir or add --overwrite")
                 os.remove(path)
-    else:
-        jobs = [j for j in jobs if os.path.basename(j.text_path) in only]
     done: dict[str, dict] = {}
     for job in jobs:  # all checks before any work
         if not os.path.exists(job.out_path):
