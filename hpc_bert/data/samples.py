@@ -22,6 +22,7 @@ import random
 
 import numpy as np
 
+from hpc_bert.atomic import remove_stale_temps
 from hpc_bert.data.config import SampleConfig
 from hpc_bert.data.hdf5io import our_shard_files, read_attrs, shard_writer
 from hpc_bert.data.packing import FullSentencePacker, SpecialIds, build_rows, mask_rows, pack_document, tokenize_docs
@@ -195,6 +196,8 @@ def make_samples(text_shards: list[str], output_dir: str, tokenizer, config: Sam
     if done and log:
         log(f"{len(done)} of {len(jobs)} sample shards are complete from an earlier run: skipped")
     todo = [j for j in jobs if j.out_path not in done]
+    for job in todo:  # a killed run's half-written shard (this run owns these names)
+        remove_stale_temps(job.out_path)
     text_bytes = sum(os.path.getsize(j.text_path) for j in todo)
     # Worker processes pay ~1 s to start; below a few MB of text per worker the Rust
     # tokenizer's own threads in this process are faster.

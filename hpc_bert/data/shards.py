@@ -22,7 +22,7 @@ import os
 import re
 from typing import Iterator
 
-from hpc_bert.atomic import atomic_output, write_json_atomic
+from hpc_bert.atomic import atomic_output, remove_stale_temps, write_json_atomic
 from hpc_bert.data import sources
 from hpc_bert.data.config import InputConfig, SplitConfig
 from hpc_bert.data.corpus import split_sentences
@@ -145,6 +145,8 @@ def make_text_shards(inputs: InputConfig, output_dir: str, split: SplitConfig, s
     names = [shard_name("train", i) for i in range(split.num_train_shards)] + \
             [shard_name("test", i) for i in range(split.num_test_shards)]
     counts = {n: [0, 0] for n in names}
+    for name in names:  # a killed split's half-written shards
+        remove_stale_temps(os.path.join(output_dir, name))
     with contextlib.ExitStack() as stack:
         handles = {n: stack.enter_context(open(stack.enter_context(atomic_output(os.path.join(output_dir, n))),
                                                "w", encoding="utf-8")) for n in names}
