@@ -41,6 +41,10 @@ def hdf5_files(folder):
     return sorted(n for n in os.listdir(folder) if n.endswith(".hdf5"))
 
 
+def temps(folder):
+    return [n for n in os.listdir(folder) if n.startswith(".") and n.endswith(".tmp")]  # atomic_output's temp names
+
+
 @pytest.fixture(scope="module")
 def reference(corpus_and_vocab, tmp_path_factory):
     corpus, vocab = corpus_and_vocab
@@ -57,12 +61,13 @@ def test_kill_during_sample_generation_then_rerun_resumes(corpus_and_vocab, refe
     proc = subprocess.Popen(prepare_cmd(corpus, vocab, out, "--num_workers", "1"), env=env(), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     # killed (SIGKILL: no cleanup) once the first sample shard is complete, inside the next one
-    wait_until(lambda: os.path.isdir(out) and hdf5_files(out), 120, "the first sample shard", interval=0.02)
+    wait_until(lambda: os.path.isdir(out) and hdf5_files(out) and temps(out), 120,
+               "a sample shard complete and the next one begun", interval=0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = hdf5_files(out)
     assert 1 <= len(done) < 6, done
-    assert [n for n in os.listdir(out) if n.endswith(".tmp")]  # killed in the middle of a shard
+    assert temps(out)  # killed in the middle of a shard
     assert not (out / "prepare.json").exists()
     kept = {n: os.stat(out / n).st_mtime_ns for n in done}
     for n in done:  # what is visible is complete
@@ -75,7 +80,7 @@ def test_kill_during_sample_generation_then_rerun_resumes(corpus_and_vocab, refe
     assert hdf5_files(out) == hdf5_files(reference)
     for n in hdf5_files(out):
         assert (out / n).read_bytes() == (reference / n).read_bytes()
-    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]  # the killed run's temp file is gone
+    assert not temps(out)  # the killed run's temp file is gone
 
 
 @pytest.mark.slow
