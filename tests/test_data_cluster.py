@@ -1,11 +1,11 @@
 """Data preparation across processes and jobs: resume after a kill, the SLURM job array."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -85,20 +85,46 @@ def test_kill_during_sample_generation_then_rerun_resumes(corpus_and_vocab, refe
 
 @pytest.mark.slow
 @pytest.mark.slurm
-def test_slurm_split_job_then_sample_array_then_summary(slurm_cluster, corpus_and_vocab, reference, tmp_path):
+def test_submit_prepare_runs_data_jobs_then_pretraining_afterok(slurm_cluster, corpus_and_vocab, reference, tmp_path):
+    """submit --prepare: the split job, the sample array (3 tasks of 2 shards), the summary job,
+    then pretraining afterok on the summary, all on the suite's real SLURM."""
     corpus, vocab = corpus_and_vocab
-    out = tmp_path / "slurm"
-    r = subprocess.run(prepare_cmd(corpus, vocab, out, "--cluster", "slurm", "--partition", "debug",
-                                   "--cpus_per_task", "1", "--shards_per_task", "2", "--array_parallelism", "2",
-                                   "--time_min", "10"),
-                       env=env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    data, run = tmp_path / "data", tmp_path / "run"
+    prepare_flags = " ".join(["--input", corpus, "--tokenizer_name", vocab, *FLAGS, "--cpus_per_task", "1",
+                              "--partition", "debug", "--shards_per_task", "2", "--array_parallelism", "2",
+                              "--time_min", "10"])
+    train_flags = ["--tokenizer_name", vocab, "--dataset_path", str(data), "--hidden_size", "32",
+                   "--num_hidden_layers", "2", "--num_attention_heads", "2", "--intermediate_size", "64",
+                   "--max_position_embeddings", "64", "--train_batch_size", "16",
+                   "--train_micro_batch_size_per_gpu", "8", "--tensorboard", "false", "--progress_bar", "false"]
+    r = subprocess.run([sys.executable, "-m", "hpc_bert.submit", "--cluster", "slurm", "--budget", "0.004",
+                        "--allocation_hours", "0.1", "--run_dir", str(run), "--partition", "debug",
+                        "--cpus_per_task", "1", f"--prepare={prepare_flags}", *train_flags],
+                       env=dict(env(), OMP_NUM_THREADS="1"), cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     line = next(x for x in r.stdout.splitlines() if "data split job" in x)
-    array_id = line.split("samples array ")[1].split()[0]
-    assert "(3 tasks, afterok:" in line
-    wait_until(lambda: (out / "prepare.json").exists(), 300, "prepare.json from the summary job", interval=1)
-    tasks = slurm_cluster.run("sacct", "-n", "-X", "-P", "-j", array_id, "-o", "JobID,State", check=False).stdout
-    assert len([t for t in tasks.splitlines() if t.strip()]) == 3 and "COMPLETED" in tasks, tasks
-    assert hdf5_files(out) == hdf5_files(reference)
-    for n in hdf5_files(out):
-        assert (out / n).read_bytes() == (reference / n).read_bytes()
+    array_id, summary_id = line.split("samples array ")[1].split()[0], line.split("summary job ")[1].split()[0]
+    assert "(3 tasks, afterok:" in line and f"(afterok:{array_id})" in line
+    pretrain_id = next(x for x in r.stdout.splitlines() if "pretraining job" in x).split("pretraining job")[1].split()[0]
+    wait_until(lambda: (out := _ledger(run)) and out.totals()["done"], 420, "pretraining on the prepared data",
+               interval=2)
+    acct = slurm_cluster.run("sacct", "-n", "-X", "-P", "-j", f"{array_id},{summary_id},{pretrain_id}",
+                             "-o", "JobID,State,Start,End", check=False).stdout
+    rows = {x.split("|")[0]: x.split("|") for x in acct.splitlines() if x.strip()}
+    array_rows = [v for k, v in rows.items() if k.startswith(array_id + "_")]
+    assert len(array_rows) == 3 and all(v[1] == "COMPLETED" for v in array_rows), acct
+    assert rows[summary_id][1] == "COMPLETED"
+    assert rows[pretrain_id][2] >= rows[summary_id][3] >= max(v[3] for v in array_rows)  # afterok, in order
+    assert json.loads((data / "prepare.json").read_text())["real_token_fraction"] > 0.99
+    assert hdf5_files(data) == hdf5_files(reference)
+    for n in hdf5_files(data):
+        assert (data / n).read_bytes() == (reference / n).read_bytes()
+
+
+def _ledger(run):
+    from hpc_bert.pretrain.clock import Ledger
+
+    try:
+        return Ledger.load(str(run))
+    except Exception:
+        return None

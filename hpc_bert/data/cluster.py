@@ -107,3 +107,22 @@ def submit_prepare(cfg: PrepareConfig, log: Callable[[str], None] = print) -> di
         f"afterok:{ids['split']}); summary job {ids['summary']} (afterok:{array_id}); "
         f"logs in {os.path.join(cfg.output_dir, SUBMITIT_DIR)}")
     return ids
+
+
+def prepare_for_submit(prepare_args: str, cluster: str, dataset_path: str | None) -> PrepareConfig:
+    """The PrepareConfig of ``submit --prepare "ARGS"``, checked before anything is submitted:
+    its jobs run on submit's cluster and write the pretraining job's --dataset_path."""
+    import shlex
+
+    from hpc_bert.config.flags import parse_config
+    from hpc_bert.errors import ConfigError
+
+    argv = shlex.split(prepare_args)
+    if "--cluster" in argv or "--output_dir" in argv:
+        raise ConfigError("--prepare takes no --cluster / --output_dir: the data jobs run on submit's cluster and "
+                          "write the pretraining --dataset_path")
+    if not dataset_path:
+        raise ConfigError("--prepare needs --dataset_path DIR (where the data jobs write the shards)")
+    cfg, _ = parse_config(PrepareConfig, [*argv, "--cluster", cluster, "--output_dir", dataset_path],
+                          prog="python -m hpc_bert.submit --prepare")
+    return cfg

@@ -47,6 +47,7 @@ class SubmitConfig:
     signal_delay_s: int = field(0, help="time-limit signal lead; 0 = from the measured checkpoint save")
     requeue_margin: int = field(3, help="extra requeues beyond budget / allocation (preemptions, crashes)")
     dry_run: bool = field(False, help="print the job scripts, submit nothing")
+    prepare: str | None = field(None, help='"PREPARE FLAGS": make --dataset_path first (data jobs, pretraining afterok)')
 
     def __post_init__(self):
         if not (self.budget > 0 and math.isfinite(self.budget)):
@@ -131,7 +132,7 @@ def plan(argv: list[str]):
     from hpc_bert.launch.runlock import check_not_live
     if os.path.isdir(run_dir):
         check_not_live(run_dir)
-    if not sub.dry_run and (not cfg.data.dataset_path or not os.path.exists(cfg.data.dataset_path)):
+    if not sub.dry_run and not sub.prepare and (not cfg.data.dataset_path or not os.path.exists(cfg.data.dataset_path)):
         raise UserError(f"--dataset_path {cfg.data.dataset_path} does not exist: prepare shards with "
                         "python -m hpc_bert.data prepare, or fix the path in the config")
     glue_runs, checkpoints = [], []
@@ -210,7 +211,13 @@ def main(argv=None) -> int:
     # ...but a short allocation must not be signalled before it could train at all.
     delay = int(min(delay, sub.allocation_hours * 3600 / 10))
     tasks = max(1, sub.gpus_per_node)
-    pre_ex = make_executor(sub, cluster, folder, "hpc_bert_pretrain", sub.allocation_hours, tasks, delay)
+    after_data = None
+    if sub.prepare and not sub.dry_run:
+        from hpc_bert.data.cluster import prepare_for_submit, submit_prepare
+        data_ids = submit_prepare(prepare_for_submit(sub.prepare, cluster, cfg.data.dataset_path))  # local: waits
+        after_data = {"dependency": f"afterok:{data_ids['summary']}", "kill-on-invalid-dep": "yes"}
+    pre_ex = make_executor(sub, cluster, folder, "hpc_bert_pretrain", sub.allocation_hours, tasks, delay,
+                           after_data if cluster == "slurm" else None)
     job = PretrainJob(train_argv, run_dir, sub.max_requeues, workdir)
     print(f"hpc_bert: budget {sub.budget:g} h in allocations of {sub.allocation_hours:g} h on {cluster} "
           f"(up to {sub.max_requeues} requeues, signal {delay} s before the limit); run dir {run_dir}"
