@@ -84,6 +84,21 @@ def test_kill_during_sample_generation_then_rerun_resumes(corpus_and_vocab, refe
 
 
 @pytest.mark.slow
+def test_cluster_local_runs_the_same_jobs_to_the_same_bytes(corpus_and_vocab, reference, tmp_path):
+    corpus, vocab = corpus_and_vocab
+    out = tmp_path / "local"
+    r = subprocess.run(prepare_cmd(corpus, vocab, out, "--cluster", "local", "--shards_per_task", "4"),
+                       env=env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "samples array" in r.stdout and "(2 tasks, afterok:" in r.stdout
+    assert hdf5_files(out) == hdf5_files(reference)
+    for n in hdf5_files(out):
+        assert (out / n).read_bytes() == (reference / n).read_bytes()
+    assert json.loads((out / "prepare.json").read_text())["train_samples"] == \
+        json.loads((reference / "prepare.json").read_text())["train_samples"]
+
+
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_submit_prepare_runs_data_jobs_then_pretraining_afterok(slurm_cluster, corpus_and_vocab, reference, tmp_path):
     """submit --prepare: the split job, the sample array (3 tasks of 2 shards), the summary job,
