@@ -4,7 +4,9 @@ Layout (one row per sample): ``input_ids``, ``input_mask``, ``segment_ids`` [N, 
 ``masked_lm_positions``, ``masked_lm_ids`` [N, P], 0-padded (position 0 is [CLS], never
 masked, so 0 marks padding); optional ``next_sentence_labels`` [N]. ABB writes int32/int8,
 often gzip-compressed; we write uint16 ids (uint8 masks) uncompressed, because gzip makes
-reads about 40x slower, plus attributes that make validation exact and cheap.
+reads about 40x slower, plus attributes that make validation exact and cheap. Our shards are
+appended block by block (``shard_writer``: resizable datasets in 1024-row chunks) so that a
+writer never holds a whole shard; every write goes through hpc_bert.atomic.
 """
 from __future__ import annotations
 
