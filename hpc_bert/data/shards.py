@@ -62,10 +62,12 @@ class _Block:
     split: SplitConfig
 
 
-def _split_block(block: _Block) -> dict[str, tuple[str, int, int]]:
-    """shard name -> (its text from this block, documents, characters)."""
+def _split_block(block: _Block) -> tuple[dict[str, tuple[str, int, int]], int]:
+    """(shard name -> (its text from this block, documents, characters), input bytes read)."""
     out: dict[str, list] = {}
+    read = 0
     for offset, doc in enumerate(block.docs):
+        read += len(doc.encode("utf-8", "replace")) + 1  # + its newline: what the progress bar counts
         sentences = split_sentences(doc)
         if not sentences:
             continue
@@ -73,7 +75,7 @@ def _split_block(block: _Block) -> dict[str, tuple[str, int, int]]:
         entry[0].append("\n".join(sentences) + "\n\n")
         entry[1] += 1
         entry[2] += len(doc)
-    return {name: ("".join(parts), docs, chars) for name, (parts, docs, chars) in out.items()}
+    return {name: ("".join(parts), docs, chars) for name, (parts, docs, chars) in out.items()}, read
 
 
 def _blocks(docs: Iterator[str], seed: int, split: SplitConfig) -> Iterator[_Block]:
@@ -151,12 +153,12 @@ def make_text_shards(inputs: InputConfig, output_dir: str, split: SplitConfig, s
         handles = {n: stack.enter_context(open(stack.enter_context(atomic_output(os.path.join(output_dir, n))),
                                                "w", encoding="utf-8")) for n in names}
         bar = stack.enter_context(progress(total, "split", enabled=show_progress))
-        for result in ordered_map(_split_block, _blocks(docs, seed, split), workers):
+        for result, read in ordered_map(_split_block, _blocks(docs, seed, split), workers):
             for name, (text, n_docs, n_chars) in result.items():
                 handles[name].write(text)
                 counts[name][0] += n_docs
                 counts[name][1] += n_chars
-            bar.update(sum(c for _, _, c in result.values()))
+            bar.update(read)
         empty = [n for n in names if counts[n][0] == 0]
         if empty:
             total_docs = sum(c[0] for c in counts.values())
