@@ -108,3 +108,15 @@ def test_bad_inputs_are_one_line_before_any_work(tmp_path, capsys):
     assert "holds no files" in one_line_cli(capsys, *args, "--input", str(tmp_path / "nothing"))
     assert "--packing 'full' is not valid: choose one of full_sentences, doc_sentences" in one_line_cli(
         capsys, *args, "--input", str(good), "--packing", "full")
+
+
+def test_shipped_data_config_parses_into_sections(tmp_path):
+    from hpc_bert.config.flags import parse_config
+    from hpc_bert.data.config import PrepareConfig
+    from pretrain_fixtures import REPO
+
+    cfg, _ = parse_config(PrepareConfig, ["--config", f"{REPO}/configs/data/bert128.yaml", "--input", "corpus",
+                                          "--output_dir", str(tmp_path), "--tokenizer_name", "vocab.txt",
+                                          "--dup_factor", "2"], prog="test")
+    assert (cfg.split.num_train_shards, cfg.samples.packing, cfg.jobs.shards_per_task) == (256, "full_sentences", 4)
+    assert cfg.samples.dup_factor == 2  # the command line wins over the file
