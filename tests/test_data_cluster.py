@@ -41,6 +41,29 @@ def hdf5_files(folder):
     return sorted(n for n in os.listdir(folder) if n.endswith(".hdf5"))
 
 
+def test_submit_takes_prepare_flags_as_one_value():
+    from hpc_bert.launch.submit import split_argv
+
+    mine, train = split_argv(["--budget", "1", "--prepare", "--input corpus/ --dup_factor 1", "--lr", "1e-3"])
+    assert mine == ["--budget", "1", "--prepare", "--input corpus/ --dup_factor 1"] and train == ["--lr", "1e-3"]
+    mine, _ = split_argv(["--prepare=--input c"])
+    assert mine == ["--prepare=--input c"]
+
+
+def test_prepare_for_submit_checks_before_submitting(tmp_path):
+    from hpc_bert.data.cluster import prepare_for_submit
+    from hpc_bert.errors import UserError
+
+    cfg = prepare_for_submit("--input corpus --tokenizer_name v.txt --dup_factor 1", "slurm", str(tmp_path))
+    assert (cfg.output_dir, cfg.jobs.cluster, cfg.samples.dup_factor) == (str(tmp_path), "slurm", 1)
+    with pytest.raises(UserError, match="--prepare takes no --cluster / --output_dir"):
+        prepare_for_submit("--output_dir x --tokenizer_name v.txt", "slurm", str(tmp_path))
+    with pytest.raises(UserError, match="--prepare needs --dataset_path"):
+        prepare_for_submit("--tokenizer_name v.txt", "slurm", None)
+    with pytest.raises(UserError, match="--dup_factor must be >= 1"):
+        prepare_for_submit("--tokenizer_name v.txt --dup_factor 0", "local", str(tmp_path))
+
+
 def temps(folder):
     return [n for n in os.listdir(folder) if n.startswith(".") and n.endswith(".tmp")]  # atomic_output's temp names
 

@@ -110,7 +110,8 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         flag = argv[i].split("=")[0]
         target = mine if flag in own else train
         target.append(argv[i])
-        if "=" not in argv[i] and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+        # --prepare's value is itself a list of flags ("--input corpus/ ...")
+        if "=" not in argv[i] and i + 1 < len(argv) and (not argv[i + 1].startswith("--") or flag == "--prepare"):
             target.append(argv[i + 1])
             i += 1
         i += 1
