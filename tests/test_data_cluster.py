@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 from hpc_bert.testing.synthetic import synthetic_corpus
 from hpc_bert.data.tokenizer import save_tokenizer, train_wordpiece
 from pretrain_fixtures import REPO
-from slurm_fixture import wait_until
+from slurm_fixture import job_info, wait_until
 
 FLAGS = ["--max_seq_length", "64", "--dup_factor", "2", "--max_predictions_per_seq", "10", "--num_train_shards", "5",
          "--num_test_shards", "1", "--frac_test", "0.05", "--progress_bar", "false"]
@@ -144,15 +145,16 @@ def test_submit_prepare_runs_data_jobs_then_pretraining_afterok(slurm_cluster, c
     array_id, summary_id = line.split("samples array ")[1].split()[0], line.split("summary job ")[1].split()[0]
     assert "(3 tasks, afterok:" in line and f"(afterok:{array_id})" in line
     pretrain_id = next(x for x in r.stdout.splitlines() if "pretraining job" in x).split("pretraining job")[1].split()[0]
+    assert f"afterok:{summary_id}" in (job_info(slurm_cluster, int(pretrain_id)) or {}).get("Dependency", "")
     wait_until(lambda: (out := _ledger(run)) and out.totals()["done"], 420, "pretraining on the prepared data",
                interval=2)
-    acct = slurm_cluster.run("sacct", "-n", "-X", "-P", "-j", f"{array_id},{summary_id},{pretrain_id}",
-                             "-o", "JobID,State,Start,End", check=False).stdout
-    rows = {x.split("|")[0]: x.split("|") for x in acct.splitlines() if x.strip()}
-    array_rows = [v for k, v in rows.items() if k.startswith(array_id + "_")]
-    assert len(array_rows) == 3 and all(v[1] == "COMPLETED" for v in array_rows), acct
-    assert rows[summary_id][1] == "COMPLETED"
-    assert rows[pretrain_id][2] >= rows[summary_id][3] >= max(v[3] for v in array_rows)  # afterok, in order
+    # every array task succeeded (submitit's result files), and each step started after the one before
+    logs = data / "submitit"
+    results = [logs / f"{array_id}_{i}_0_result.pkl" for i in range(3)]
+    assert [pickle.loads(p.read_bytes())[0] for p in results] == ["success"] * 3
+    summary_done = (logs / f"{summary_id}_0_result.pkl").stat().st_mtime
+    assert max(p.stat().st_mtime for p in results) <= os.stat(logs / f"{summary_id}_0_log.out").st_ctime + 1.0
+    assert summary_done <= os.stat(run / "submitit" / f"{pretrain_id}_0_log.out").st_ctime + 1.0
     assert json.loads((data / "prepare.json").read_text())["real_token_fraction"] > 0.99
     assert hdf5_files(data) == hdf5_files(reference)
     for n in hdf5_files(data):
