@@ -65,6 +65,19 @@ def test_prepare_for_submit_checks_before_submitting(tmp_path):
         prepare_for_submit("--tokenizer_name v.txt --dup_factor 0", "local", str(tmp_path))
 
 
+def test_data_jobs_are_not_submitted_for_an_unreadable_input(corpus_and_vocab, tmp_path):
+    from hpc_bert.data.cluster import prepare_for_submit, submit_prepare
+    from hpc_bert.errors import UserError
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt.xz").write_bytes(b"not xz")
+    cfg = prepare_for_submit(f"--input {tmp_path / 'in'} --tokenizer_name {corpus_and_vocab[1]}", "local",
+                             str(tmp_path / "out"))
+    with pytest.raises(UserError, match=r"cannot read input file .*a\.txt\.xz"):
+        submit_prepare(cfg)
+    assert not (tmp_path / "out" / "submitit").exists()
+
+
 def temps(folder):
     return [n for n in os.listdir(folder) if n.startswith(".") and n.endswith(".tmp")]  # atomic_output's temp names
 

@@ -85,8 +85,12 @@ def submit_prepare(cfg: PrepareConfig, log: Callable[[str], None] = print) -> di
     """Submit the split job, the samples array and the summary job; returns their ids."""
     from hpc_bert.data.tokenizer import load_tokenizer
 
-    if cfg.tokenizer.tokenizer_name:  # a bad name fails here, not in a queued job
+    if cfg.tokenizer.tokenizer_name:  # a bad name or input fails here, not in a queued job
         load_tokenizer(cfg.tokenizer.tokenizer_name)
+    if cfg.inputs.input:
+        from hpc_bert.data.shards import open_inputs
+
+        open_inputs(cfg.inputs)  # every input file opened, its first document read
     os.makedirs(cfg.output_dir, exist_ok=True)
     groups = shard_groups(cfg)
     local = cfg.jobs.cluster == "local"
