@@ -1,127 +1,193 @@
-"""Sample generation throughput: our pipeline vs a naive single-process loop.
+"""Data preparation at corpus scale: throughput, peak memory, padding, against the naive loop.
 
-Both start from the same text shards (one sentence per line, documents separated by blank
-lines) and produce the same kind of output: dup_factor passes of packed ``[CLS] A [SEP]``
-sequences with BERT's static 80/10/10 masks, written to HDF5. The naive loop is what the
-original BERT/ABB scripts do: the pure-Python WordPiece tokenizer (transformers'
-BertTokenizerLegacy, i.e. the slow ``BertTokenizer``), and Python loops for packing and
-masking, in one process. Ours: the Rust tokenizer, vectorised masking, one process per core.
+One run prints:
+- text MB/s per core end to end (split + tokenize + pack + mask + write) of
+  ``python -m hpc_bert.data prepare`` with BERT's vocab, seq 128, dup_factor 1;
+- peak RSS of its whole process tree at two corpus sizes (default 200 MB and 2 GB, built
+  under /tmp by repeating the fetchable corpora wiki + sotu + brown + imdb);
+- the real-token fraction (prepare.json) with the default --packing full_sentences;
+- the naive loop (BERT/ABB's create_pretraining_data in one process: the pure-Python
+  WordPiece tokenizer, Python packing and masking) on a slice of the same text, and the ratio.
 
-    python bench/data_prep.py                       # Wikipedia excerpt + BERT vocab (fetched, cached)
-    python bench/data_prep.py --input corpus.txt --tokenizer_name vocab.txt
+    python bench/data_prep.py                         # 200 MB and 2 GB
+    python bench/data_prep.py --sizes_mb 50,500 --keep
 
-Prints both throughputs (tokens/s) and their ratio, measured in the same run (goal >= 5x).
+Goals (issue 18): RSS at 2 GB <= 1.5 GB and within 20% of the 200 MB figure; >= 5 MB/s per
+core; >= 99% real tokens.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
+import shutil
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import h5py
 import numpy as np
+import psutil
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, REPO)
 
-from hpc_bert.data.samples import SampleConfig, make_samples  # noqa: E402
-from hpc_bert.data.shards import make_text_shards, read_text_shard, text_shard_files  # noqa: E402
-from hpc_bert.data.tokenizer import load_tokenizer  # noqa: E402
+from hpc_bert.data.config import SampleConfig, default_workers  # noqa: E402
+from hpc_bert.data.corpus import split_sentences  # noqa: E402
+
+SOURCES = ("wiki", "sotu", "brown", "imdb")
 
 
-def naive_samples(shards: list[str], tok, cfg: SampleConfig, out_dir: str) -> tuple[int, int]:
-    """BERT's create_pretraining_data, single segment, in plain Python. Returns (samples, tokens)."""
+def naive_samples(docs: list[str], tok, cfg: SampleConfig, out_path: str) -> int:
+    """BERT's create_pretraining_data, single segment, in plain Python; returns samples."""
     vocab_ids = list(range(len(tok.vocab)))
     cls_id, sep_id, mask_id = tok.cls_token_id, tok.sep_token_id, tok.mask_token_id
     max_tokens = cfg.max_seq_length - 2
-    total_samples = total_tokens = 0
-    for shard_index, path in enumerate(shards):
-        rng = random.Random(cfg.seed + shard_index)
-        docs = [[tok.convert_tokens_to_ids(tok.tokenize(s)) for s in doc] for doc in read_text_shard(path)]
-        total_tokens += sum(len(s) for d in docs for s in d)
-        passes = cfg.dup_factor if os.path.basename(path).startswith("train") else 1
-        rows = []
-        for _ in range(passes):
-            for doc in docs:
+    rng = random.Random(cfg.seed)
+    rows = []
+    for doc in docs:
+        sentences = [tok.convert_tokens_to_ids(tok.tokenize(s)) for s in split_sentences(doc)]
+        target = max_tokens if rng.random() >= cfg.short_seq_prob else rng.randint(2, max_tokens)
+        chunk: list[int] = []
+        for i, sentence in enumerate(sentences):
+            chunk.extend(sentence)
+            if i == len(sentences) - 1 or len(chunk) >= target:
+                rows.append([cls_id, *chunk[:max_tokens], sep_id])  # BERT truncates the rest
+                chunk = []
                 target = max_tokens if rng.random() >= cfg.short_seq_prob else rng.randint(2, max_tokens)
-                chunk: list[int] = []
-                for i, sentence in enumerate(doc):
-                    chunk.extend(sentence)
-                    if i == len(doc) - 1 or len(chunk) >= target:
-                        rows.append([cls_id, *chunk[:max_tokens], sep_id])  # BERT truncates the rest
-                        chunk = []
-                        target = max_tokens if rng.random() >= cfg.short_seq_prob else rng.randint(2, max_tokens)
-        rng.shuffle(rows)
-        n = len(rows)
-        ids = np.zeros((n, cfg.max_seq_length), np.int32)
-        mask = np.zeros((n, cfg.max_seq_length), np.int8)
-        positions = np.zeros((n, cfg.max_predictions_per_seq), np.int32)
-        labels = np.zeros((n, cfg.max_predictions_per_seq), np.int32)
-        for r, tokens in enumerate(rows):
-            candidates = list(range(1, len(tokens) - 1))
-            rng.shuffle(candidates)
-            k = min(cfg.max_predictions_per_seq, max(1, int(round(len(tokens) * cfg.masked_lm_prob))))
-            chosen = sorted(candidates[:k])
-            out = list(tokens)
-            for j, p in enumerate(chosen):
-                draw = rng.random()
-                out[p] = mask_id if draw < 0.8 else tokens[p] if draw < 0.9 else rng.choice(vocab_ids)
-                positions[r, j], labels[r, j] = p, tokens[p]
-            ids[r, :len(out)] = out
-            mask[r, :len(out)] = 1
-        with h5py.File(os.path.join(out_dir, f"naive_{shard_index:03d}.hdf5"), "w") as f:
-            for key, value in (("input_ids", ids), ("input_mask", mask), ("segment_ids", np.zeros_like(mask)),
-                               ("masked_lm_positions", positions), ("masked_lm_ids", labels)):
-                f.create_dataset(key, data=value)
-        total_samples += n
-    return total_samples, total_tokens
+    rng.shuffle(rows)
+    n = len(rows)
+    ids = np.zeros((n, cfg.max_seq_length), np.int32)
+    mask = np.zeros((n, cfg.max_seq_length), np.int8)
+    positions = np.zeros((n, cfg.max_predictions_per_seq), np.int32)
+    labels = np.zeros((n, cfg.max_predictions_per_seq), np.int32)
+    for r, tokens in enumerate(rows):
+        candidates = list(range(1, len(tokens) - 1))
+        rng.shuffle(candidates)
+        k = min(cfg.max_predictions_per_seq, max(1, int(round(len(tokens) * cfg.masked_lm_prob))))
+        out = list(tokens)
+        for j, p in enumerate(sorted(candidates[:k])):
+            draw = rng.random()
+            out[p] = mask_id if draw < 0.8 else tokens[p] if draw < 0.9 else rng.choice(vocab_ids)
+            positions[r, j], labels[r, j] = p, tokens[p]
+        ids[r, :len(out)] = out
+        mask[r, :len(out)] = 1
+    with h5py.File(out_path, "w") as f:
+        for key, value in (("input_ids", ids), ("input_mask", mask), ("segment_ids", np.zeros_like(mask)),
+                           ("masked_lm_positions", positions), ("masked_lm_ids", labels)):
+            f.create_dataset(key, data=value)
+    return n
 
 
-def default_inputs(workdir: str) -> tuple[str, str]:
-    from hpc_bert.data import fetch
+def build_corpus(corpus_dir: str, path: str, size_mb: float) -> float:
+    """Repeat the fetched corpora into ``path`` up to ``size_mb``; returns its MB."""
+    parts = [open(os.path.join(corpus_dir, f"{s}.txt"), "rb").read() for s in SOURCES]
+    target, written = int(size_mb * 1e6), 0
+    with open(path, "wb") as out:
+        while written < target:
+            for part in parts:
+                if written + len(part) > target:  # end on a whole document
+                    part = part[:part.rfind(b"\n", 0, target - written) + 1]
+                out.write(part)
+                written += len(part)
+                if written >= target or not part:
+                    written = max(written, target)
+                    break
+    return written / 1e6
 
-    written = fetch.fetch(workdir, ("wiki", "vocab"))
-    return written["wiki"], written["vocab"]
+
+def run_tree(cmd: list[str], env: dict) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB of the process and all its children), polled every 0.1 s."""
+    proc = psutil.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    stop = threading.Event()
+
+    def poll():
+        nonlocal peak
+        while not stop.is_set():
+            try:
+                tree = [proc, *proc.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+
+    start = time.perf_counter()
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    _, err = proc.communicate()
+    wall = time.perf_counter() - start
+    stop.set()
+    watcher.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"prepare failed ({proc.returncode}): {err.decode()[-2000:]}")
+    return wall, peak / 1e6
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", help="corpus (one document per line); default: the Wikipedia excerpt")
-    parser.add_argument("--tokenizer_name", help="vocab.txt; default: BERT's uncased vocab")
-    parser.add_argument("--num_train_shards", type=int, default=8)
-    parser.add_argument("--dup_factor", type=int, default=5)
-    parser.add_argument("--max_seq_length", type=int, default=128)
-    parser.add_argument("--num_workers", type=int, default=0, help="0 = one per core")
+    parser.add_argument("--sizes_mb", default="200,2000", help="two corpus sizes, MB of text")
+    parser.add_argument("--num_workers", type=int, default=0, help="0 = the cores this process may use")
+    parser.add_argument("--naive_mb", type=float, default=3.0, help="MB of text for the naive loop")
+    parser.add_argument("--workdir", default=None, help="default: a temp folder under /tmp")
+    parser.add_argument("--keep", action="store_true", help="keep the generated corpora and outputs")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as work:
-        corpus, vocab = (args.input, args.tokenizer_name) if args.input and args.tokenizer_name \
-            else default_inputs(work)
-        make_text_shards(corpus, os.path.join(work, "text"), args.num_train_shards, 1, 0.05, seed=42)
-        shards = text_shard_files(os.path.join(work, "text"))
-        cfg = SampleConfig(max_seq_length=args.max_seq_length, dup_factor=args.dup_factor)
-        mb = sum(os.path.getsize(p) for p in shards) / 1e6
+    sizes = [float(s) for s in args.sizes_mb.split(",")]
+    workers = args.num_workers or default_workers()
+    work = args.workdir or tempfile.mkdtemp(prefix="hpc_bert_data_bench_", dir="/tmp")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        from hpc_bert.data.fetch import fetch
 
-        # tokenizers are built before the clocks start: only sample generation is timed
+        written = fetch(os.path.join(work, "corpus"), (*SOURCES, "vocab"))
+        vocab = written["vocab"]
+        rows = []
+        for size in sizes:
+            corpus = os.path.join(work, f"corpus_{size:g}MB.txt")
+            mb = build_corpus(os.path.join(work, "corpus"), corpus, size)
+            out = os.path.join(work, f"out_{size:g}MB")
+            cmd = [sys.executable, "-m", "hpc_bert.data", "prepare", "--input", corpus, "--output_dir", out,
+                   "--tokenizer_name", vocab, "--max_seq_length", "128", "--dup_factor", "1",
+                   "--num_workers", str(workers), "--progress_bar", "false", "--overwrite"]
+            wall, rss = run_tree(cmd, env)
+            with open(os.path.join(out, "prepare.json")) as fh:
+                summary = json.load(fh)
+            rows.append((mb, wall, rss, summary["real_token_fraction"], summary["train_samples"]))
+            os.remove(corpus)
+            if not args.keep:
+                shutil.rmtree(out)
+
         from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
-        tokenizer, slow_tokenizer = load_tokenizer(vocab), BertTokenizerLegacy(vocab_file=vocab)
+        slow = BertTokenizerLegacy(vocab_file=vocab)
+        docs, chars = [], 0
+        with open(os.path.join(work, "corpus", "sotu.txt"), encoding="utf-8") as fh:
+            for line in fh:
+                docs.append(line.strip())
+                chars += len(line.encode())
+                if chars >= args.naive_mb * 1e6:
+                    break
         start = time.perf_counter()
-        results = make_samples(shards, os.path.join(work, "ours"), tokenizer, cfg, args.num_workers or None)
-        ours_s = time.perf_counter() - start
-        ours_samples, tokens = sum(r["samples"] for r in results), sum(r["tokens"] for r in results)
+        naive_samples(docs, slow, SampleConfig(dup_factor=1), os.path.join(work, "naive.hdf5"))
+        naive_rate = chars / 1e6 / (time.perf_counter() - start)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
-        os.makedirs(os.path.join(work, "naive"))
-        start = time.perf_counter()
-        naive_n, naive_tokens = naive_samples(shards, slow_tokenizer, cfg, os.path.join(work, "naive"))
-        naive_s = time.perf_counter() - start
-
-    print(f"corpus: {mb:.1f} MB of text in {len(shards)} shards, {tokens} tokens, dup_factor {cfg.dup_factor}, "
-          f"{os.cpu_count()} cores")
-    print(f"ours : {ours_samples:8d} samples in {ours_s:6.2f} s = {tokens / ours_s:10.0f} corpus tokens/s")
-    print(f"naive: {naive_n:8d} samples in {naive_s:6.2f} s = {naive_tokens / naive_s:10.0f} corpus tokens/s")
-    print(f"ratio: {naive_s / ours_s:.1f}x faster (goal >= 5x)")
+    print(f"python -m hpc_bert.data prepare, BERT vocab, seq 128, dup_factor 1, {workers} workers "
+          f"({os.cpu_count()} cores on the machine)")
+    print(f"{'text MB':>8} {'seconds':>8} {'MB/s/core':>10} {'peak RSS MB':>12} {'real tokens':>12} {'samples':>10}")
+    for mb, wall, rss, real, n in rows:
+        print(f"{mb:8.0f} {wall:8.1f} {mb / wall / workers:10.2f} {rss:12.0f} {100 * real:11.2f}% {n:10d}")
+    (mb0, _, rss0, _, _), (mb1, wall1, rss1, real1, _) = rows[0], rows[-1]
+    rate = mb1 / wall1 / workers
+    print(f"peak RSS at {mb1:.0f} MB: {rss1:.0f} MB (goal <= 1500), {100 * (rss1 / rss0 - 1):+.1f}% vs {mb0:.0f} MB "
+          "(goal within 20%)")
+    print(f"throughput: {rate:.2f} MB/s per core (goal >= 5); real tokens {100 * real1:.2f}% (goal >= 99%)")
+    print(f"naive loop: {naive_rate:.2f} MB/s on one core; ratio per core: {rate / naive_rate:.1f}x")
 
 
 if __name__ == "__main__":

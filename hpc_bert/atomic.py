@@ -57,3 +57,18 @@ def write_text_atomic(path: str, text: str) -> None:
 
 def write_json_atomic(path: str, obj: Any, before_commit: Callable[[], None] | None = None) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode(), before_commit)
+
+
+def remove_stale_temps(path: str) -> int:
+    """Delete the temp files that writers of ``path`` killed before their rename left behind
+    (call it only while no other process writes ``path``); returns how many."""
+    folder, name = os.path.split(os.path.abspath(path))
+    prefix = "." + name + "."
+    try:
+        stale = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(".tmp")]
+    except FileNotFoundError:
+        return 0
+    for n in stale:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(folder, n))
+    return len(stale)

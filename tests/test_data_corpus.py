@@ -7,8 +7,11 @@ import json
 
 import pytest
 
-from hpc_bert.data.corpus import read_documents, split_sentences
-from hpc_bert.data.shards import balance, make_text_shards, read_text_shard, split_documents, text_shard_files
+from hpc_bert.data import shards as shards_module
+from hpc_bert.data.config import InputConfig, SplitConfig
+from hpc_bert.data.corpus import split_sentences
+from hpc_bert.data.shards import assign, make_text_shards, read_text_shard, text_shard_files
+from hpc_bert.data.sources import documents, input_files
 from hpc_bert.testing.synthetic import synthetic_corpus
 from hpc_bert.data.wikitext import iter_articles, strip_markup
 from hpc_bert.errors import UserError
@@ -69,57 +72,69 @@ def _write_corpus(path, docs):
     return str(path)
 
 
-def test_read_documents_file_and_folder(tmp_path):
-    (tmp_path / "in").mkdir()
+def test_read_documents_file_and_folder_recursive(tmp_path):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
     _write_corpus(tmp_path / "in" / "b.txt", ["second doc.", "", "third doc."])
     _write_corpus(tmp_path / "in" / "a.txt", ["first doc."])
+    _write_corpus(tmp_path / "in" / "sub" / "c.txt", ["fourth doc."])
     (tmp_path / "in" / ".hidden").write_text("ignored\n")
-    assert list(read_documents(str(tmp_path / "in"))) == ["first doc.", "second doc.", "third doc."]
-    assert list(read_documents(str(tmp_path / "in" / "b.txt"))) == ["second doc.", "third doc."]
+    assert read(str(tmp_path / "in")) == ["first doc.", "second doc.", "third doc.", "fourth doc."]
+    assert read(str(tmp_path / "in" / "b.txt")) == ["second doc.", "third doc."]
 
 
-def test_split_is_by_document_and_seeded():
-    train, test = split_documents(100, 0.05, 1, 8, seed=1)
-    assert len(test) == 5 and len(train) == 95 and not set(train) & set(test)
-    assert sorted(train + test) == list(range(100))
-    assert (train, test) == split_documents(100, 0.05, 1, 8, seed=1)
-    assert (train, test) != split_documents(100, 0.05, 1, 8, seed=2)
+def read(path, text_field="text"):
+    return list(documents(input_files(path), text_field))
 
 
-def test_balance_keeps_shards_within_one_document():
-    sizes = [(i * 7919) % 1000 + 1 for i in range(300)]
-    shards = balance(list(range(300)), sizes, 8)
-    totals = [sum(sizes[d] for d in s) for s in shards]
-    assert max(totals) - min(totals) <= max(sizes)
-    assert sorted(d for s in shards for d in s) == list(range(300))
+def test_split_is_by_document_position_and_seed():
+    split = SplitConfig(num_train_shards=8, num_test_shards=2, frac_test=0.05)
+    where = [assign(i, 1, split) for i in range(10000)]
+    test = [w for w in where if w[0] == "test"]
+    assert abs(len(test) - 500) <= 3  # equidistributed: the fraction is exact to a few documents
+    train_counts = [sum(1 for w in where if w == ("train", k)) for k in range(8)]
+    test_counts = [sum(1 for w in test if w[1] == k) for k in range(2)]
+    assert max(train_counts) - min(train_counts) <= 8 and max(test_counts) - min(test_counts) <= 8
+    assert where == [assign(i, 1, split) for i in range(10000)]
+    assert where != [assign(i, 2, split) for i in range(10000)]
 
 
-def test_make_text_shards(tmp_path):
+def shards(corpus, out, train=4, test=1, frac=0.1, seed=42, workers=1, overwrite=False):
+    return make_text_shards(InputConfig(input=corpus), out, SplitConfig(train, test, frac), seed, workers, overwrite)
+
+
+def test_make_text_shards(tmp_path, monkeypatch):
     docs = synthetic_corpus(60, seed=1)
     corpus = _write_corpus(tmp_path / "corpus.txt", docs)
-    manifest = make_text_shards(corpus, str(tmp_path / "text"), 4, 1, 0.1, seed=42)
+    manifest = shards(corpus, str(tmp_path / "text"))
     files = text_shard_files(str(tmp_path / "text"))
     assert [f.rsplit("/", 1)[1] for f in files] == [
         "test_shard_000.txt", "train_shard_000.txt", "train_shard_001.txt", "train_shard_002.txt",
         "train_shard_003.txt"]
-    assert [s["documents"] for s in manifest["shards"]] == [14, 13, 14, 13, 6]
+    counts = {s["file"]: s["documents"] for s in manifest["shards"]}
+    assert counts["test_shard_000.txt"] == 6 and sum(counts.values()) == 60
+    assert all(12 <= counts[f"train_shard_00{i}.txt"] <= 15 for i in range(4))
     # every document lands in exactly one shard, sentence-split, whitespace preserved
     rebuilt = sorted(" ".join(d) for f in files for d in read_text_shard(f))
     assert rebuilt == sorted(" ".join(d.split()) for d in docs)
     assert json.loads((tmp_path / "text" / "shards.json").read_text())["num_documents"] == 60
     first = {f: open(f).read() for f in files}
-    make_text_shards(corpus, str(tmp_path / "text"), 4, 1, 0.1, seed=42, overwrite=True)
-    assert first == {f: open(f).read() for f in files}
+    # small blocks, two workers: the same bytes
+    monkeypatch.setattr(shards_module, "_BLOCK_CHARS", 500)
+    shards(corpus, str(tmp_path / "two"), workers=2)
+    assert first == {f: open(f.replace("/text/", "/two/")).read() for f in files}
+    # the same inputs and settings again: kept as they are
+    assert shards(corpus, str(tmp_path / "text")).get("reused")
 
 
 def test_shard_errors(tmp_path):
     corpus = _write_corpus(tmp_path / "c.txt", synthetic_corpus(5))
-    with pytest.raises(UserError, match="too few for 8 train"):
-        make_text_shards(corpus, str(tmp_path / "t"), 8, 1, 0.05)
+    with pytest.raises(UserError, match="too few to fill 8 train"):
+        shards(corpus, str(tmp_path / "t"), 8, 1, 0.05)
     with pytest.raises(UserError, match="disagree"):
-        make_text_shards(corpus, str(tmp_path / "t"), 2, 0, 0.05)
+        shards(corpus, str(tmp_path / "t"), 2, 0, 0.05)
     with pytest.raises(UserError, match="does not exist"):
-        make_text_shards(str(tmp_path / "nope.txt"), str(tmp_path / "t"), 2, 1, 0.05)
-    make_text_shards(corpus, str(tmp_path / "t"), 2, 1, 0.2)
+        shards(str(tmp_path / "nope.txt"), str(tmp_path / "t"), 2, 1, 0.05)
+    shards(corpus, str(tmp_path / "t"), 2, 1, 0.2)
     with pytest.raises(UserError, match="already holds text shards.*--overwrite"):
-        make_text_shards(corpus, str(tmp_path / "t"), 2, 1, 0.2)
+        shards(corpus, str(tmp_path / "t"), 2, 1, 0.2, seed=3)
+    assert shards(corpus, str(tmp_path / "t"), 2, 1, 0.2, seed=3, overwrite=True)["key"]["seed"] == 3

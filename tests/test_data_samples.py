@@ -8,14 +8,22 @@ import h5py
 import numpy as np
 import pytest
 
-from hpc_bert.data.pipeline import prepare
-from hpc_bert.data.samples import SampleConfig, SpecialIds, mask_rows, pack_document
+from hpc_bert.data import samples as samples_module
+from hpc_bert.data import shards as shards_module
+from hpc_bert.data.config import SampleConfig
+from hpc_bert.data.packing import FullSentencePacker, SpecialIds, mask_rows, pack_document
+from hpc_bert.data.pipeline import prepare, prepare_config
 from hpc_bert.testing.synthetic import synthetic_corpus
 from hpc_bert.data.tokenizer import save_tokenizer, train_wordpiece
 from hpc_bert.errors import UserError
 
 ARGS = dict(max_seq_length=64, dup_factor=3, masked_lm_prob=0.15, max_predictions_per_seq=12,
-            num_train_shards=3, num_test_shards=1, frac_test=0.1, seed=42)
+            num_train_shards=3, num_test_shards=1, frac_test=0.1, seed=42, packing="doc_sentences",
+            progress_bar=False)
+
+
+def run(corpus, out, vocab, **over):
+    return prepare(prepare_config(input=corpus, output_dir=str(out), tokenizer_name=vocab, **{**ARGS, **over}))
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +39,7 @@ def corpus_and_vocab(tmp_path_factory):
 def prepared(corpus_and_vocab, tmp_path_factory):
     corpus, vocab = corpus_and_vocab
     out = tmp_path_factory.mktemp("data")
-    summary = prepare(corpus, str(out), tokenizer_name=vocab, num_workers=1, **ARGS)
+    summary = run(corpus, out, vocab, num_workers=1)
     return out, summary
 
 
@@ -43,22 +51,67 @@ def read(path):
 def test_exact_reproducible_sample_counts(prepared):
     out, summary = prepared
     assert [(s["file"], s["samples"]) for s in summary["shards"]] == [
-        ("test_shard_000.hdf5", 38), ("train_shard_000.hdf5", 340), ("train_shard_001.hdf5", 348),
-        ("train_shard_002.hdf5", 349)]
-    assert summary["train_samples"] == 1037 and summary["test_samples"] == 38
-    assert json.loads((out / "prepare.json").read_text())["train_samples"] == 1037
+        ("test_shard_000.hdf5", 33), ("train_shard_000.hdf5", 376), ("train_shard_001.hdf5", 377),
+        ("train_shard_002.hdf5", 299)]
+    assert summary["train_samples"] == 1052 and summary["test_samples"] == 33
+    assert json.loads((out / "prepare.json").read_text())["train_samples"] == 1052
 
 
-def test_same_seed_same_bytes_any_worker_count_other_seed_differs(prepared, corpus_and_vocab, tmp_path):
+def test_same_seed_same_bytes_any_worker_count_other_seed_differs(prepared, corpus_and_vocab, tmp_path, monkeypatch):
     out, _ = prepared
     corpus, vocab = corpus_and_vocab
-    prepare(corpus, str(tmp_path / "two"), tokenizer_name=vocab, num_workers=2, **ARGS)
-    for name in ("train_shard_001.hdf5", "test_shard_000.hdf5"):
-        a, b = read(out / name)[0], read(tmp_path / "two" / name)[0]
-        assert all(np.array_equal(a[k], b[k]) for k in a)
-    prepare(corpus, str(tmp_path / "other"), tokenizer_name=vocab, num_workers=1, **{**ARGS, "seed": 7})
+    # small blocks and no minimum of text per worker, so that two workers really share both stages
+    monkeypatch.setattr(samples_module, "MIN_BYTES_PER_WORKER", 1)
+    monkeypatch.setattr(shards_module, "_BLOCK_CHARS", 3000)
+    run(corpus, tmp_path / "two", vocab, num_workers=2)
+    for name in ("train_shard_000.hdf5", "train_shard_001.hdf5", "train_shard_002.hdf5", "test_shard_000.hdf5"):
+        assert (out / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    for name in os.listdir(out / "text_shards"):
+        assert (out / "text_shards" / name).read_bytes() == (tmp_path / "two" / "text_shards" / name).read_bytes()
+    run(corpus, tmp_path / "other", vocab, num_workers=1, seed=7)
     assert not np.array_equal(read(out / "train_shard_000.hdf5")[0]["input_ids"][:50],
                               read(tmp_path / "other" / "train_shard_000.hdf5")[0]["input_ids"][:50])
+
+
+def test_full_sentences_packing_fills_rows(corpus_and_vocab, tmp_path):
+    corpus, vocab = corpus_and_vocab
+    summary = run(corpus, tmp_path / "full", vocab, num_workers=1, packing="full_sentences")
+    assert summary["real_token_fraction"] >= 0.99 and summary["packing"] == "full_sentences"
+    doc = run(corpus, tmp_path / "doc", vocab, num_workers=1, packing="doc_sentences")
+    assert doc["real_token_fraction"] < 0.9  # BERT's per-document packing pads a lot
+    stats = {s["file"]: s for s in summary["shards"]}
+    for name in ("train_shard_000.hdf5", "test_shard_000.hdf5"):
+        data, attrs = read(tmp_path / "full" / name)
+        lengths = data["input_mask"].sum(1).astype(int)
+        assert (lengths == 64).sum() == len(lengths) - attrs["dup_factor"]  # only each pass's last row is short
+        ids = data["input_ids"]
+        assert (ids[:, 0] == 101).all() and (ids[np.arange(len(ids)), lengths - 1] == 102).all()
+        # every token once per pass, plus one [SEP] between consecutive documents
+        s = stats[name]
+        assert (lengths - 2).sum() == attrs["dup_factor"] * (s["tokens"] + s["documents"] - 1)
+        used = data["masked_lm_positions"] > 0
+        assert (data["masked_lm_ids"][used] != 102).all()  # a document [SEP] is never a label
+
+
+def test_full_sentence_packer_does_not_depend_on_chunking():
+    tokens = np.arange(200, 300, dtype=np.int32)
+    bounds = [[0, 10, 30], [30, 31], [31, 31], [31, 70, 100]]  # the third document has no tokens
+
+    def pack(cuts):
+        packer, rows = FullSentencePacker(16, 102), []
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            chunk = bounds[a:b]
+            start = chunk[0][0]
+            stream, slices = packer.add(tokens[start:chunk[-1][-1]], [[x - start for x in d] for d in chunk])
+            rows += [stream[i:j].tolist() for i, j in slices]
+        stream, slices = packer.finish()
+        return rows + [stream[i:j].tolist() for i, j in slices]
+
+    rows = pack([0, 4])
+    flat = [t for r in rows for t in r]
+    assert flat == list(range(200, 230)) + [102, 230, 102] + list(range(231, 300))
+    assert all(len(r) == 16 for r in rows[:-1]) and 0 < len(rows[-1]) <= 16
+    assert pack([0, 1, 2, 3, 4]) == pack([0, 2, 4]) == rows
 
 
 def test_layout_dtypes_and_attributes(prepared):
@@ -152,23 +205,35 @@ def test_sample_config_errors():
         SampleConfig(dup_factor=0)
 
 
-def test_rerun_into_full_folder_needs_overwrite(prepared, corpus_and_vocab):
+def test_rerun_with_other_settings_needs_overwrite(prepared, corpus_and_vocab):
     out, _ = prepared
     corpus, vocab = corpus_and_vocab
     with pytest.raises(UserError, match="already holds .*--overwrite"):
-        prepare(corpus, str(out), tokenizer_name=vocab, num_workers=1, **ARGS)
+        run(corpus, out, vocab, num_workers=1, dup_factor=2)
 
 
-def test_document_encoding_equals_sentence_encoding(corpus_and_vocab):
-    from hpc_bert.data.samples import tokenize_shard
+@pytest.mark.parametrize("vocab_kind", ["trained", "bert_layout_cased"])
+def test_document_encoding_equals_sentence_encoding(corpus_and_vocab, vocab_kind, tmp_path):
+    from hpc_bert.data.packing import plain_ascii_variant, tokenize_docs
     from hpc_bert.data.tokenizer import load_tokenizer
 
-    tok = load_tokenizer(corpus_and_vocab[1])
-    docs = [["First sentence here.", "And a second one!"], ["Only one."], ["Ünïcode café 1790.", "x"]]
-    flat, bounds = tokenize_shard(tok.backend_tokenizer, docs, "[SEP]", tok.sep_token_id)
-    expected = [tok(s, add_special_tokens=False)["input_ids"] for d in docs for s in d]
-    got = [flat[a:b].tolist() for doc in bounds for a, b in zip(doc[:-1], doc[1:])]
-    assert got == expected
+    vocab = corpus_and_vocab[1]
+    if vocab_kind == "bert_layout_cased":  # the same vocab, not lowercased
+        tok = load_tokenizer(vocab, lowercase=False)
+    else:
+        tok = load_tokenizer(vocab)
+    backend = tok.backend_tokenizer
+    plain = plain_ascii_variant(backend.to_str())
+    assert plain is not None
+    docs = [["First Sentence HERE.", "And a second one!"], ["Only one."],
+            ["Ünïcode café 1790.", "x", "Plain again (ASCII) [SEP] split.", "tab\there\x07bell", "中文 text"],
+            ["A\u00a0non-breaking space.", "ÀÉÎ upper accents."]]
+    expected = [tok(part, add_special_tokens=False)["input_ids"]
+                for d in docs for s in d for part in s.split("[SEP]")]
+    for encoder in (None, plain):
+        flat, bounds = tokenize_docs(backend, docs, "[SEP]", tok.sep_token_id, encoder)
+        got = [flat[a:b].tolist() for doc in bounds for a, b in zip(doc[:-1], doc[1:])]
+        assert got == expected
 
 
 def test_cli_prepare_with_a_trained_tokenizer_feeds_the_loader(corpus_and_vocab, tmp_path, capsys):

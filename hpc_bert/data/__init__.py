@@ -17,6 +17,7 @@ _EXPORTS = {
     "train_wordpiece": "hpc_bert.data.tokenizer",
     "save_tokenizer": "hpc_bert.data.tokenizer",
     "prepare": "hpc_bert.data.pipeline",
+    "prepare_config": "hpc_bert.data.pipeline",
 }
 __all__ = list(_EXPORTS)
 

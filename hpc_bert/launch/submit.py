@@ -52,6 +52,7 @@ class SubmitConfig:
     signal_delay_s: int = field(0, help="time-limit signal lead; 0 = from the measured checkpoint save")
     requeue_margin: int = field(3, help="extra requeues beyond budget / allocation (preemptions, crashes)")
     dry_run: bool = field(False, help="print the job scripts, submit nothing")
+    prepare: str | None = field(None, help='"PREPARE FLAGS": make --dataset_path first (data jobs, pretraining afterok)')
 
     def __post_init__(self):
         check_choices(self)
@@ -126,8 +127,9 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         flag = argv[i].split("=")[0]
         target = mine if flag in own else train
         target.append(argv[i])
-        if "=" not in argv[i] and i + 1 < len(argv) and not argv[i + 1].startswith("--") \
-                and flag not in HELP_FLAGS:
+        # --prepare's value is itself a list of flags ("--input corpus/ ...")
+        if "=" not in argv[i] and i + 1 < len(argv) and flag not in HELP_FLAGS \
+                and (not argv[i + 1].startswith("--") or flag == "--prepare"):
             target.append(argv[i + 1])
             i += 1
         i += 1
@@ -169,7 +171,7 @@ def plan(argv: list[str]) -> Plan:
     from hpc_bert.launch.runlock import check_not_live
     if os.path.isdir(run_dir):
         check_not_live(run_dir)
-    if not sub.dry_run and (not cfg.data.dataset_path or not os.path.exists(cfg.data.dataset_path)):
+    if not sub.dry_run and not sub.prepare and (not cfg.data.dataset_path or not os.path.exists(cfg.data.dataset_path)):
         raise UserError(f"--dataset_path {cfg.data.dataset_path} does not exist: prepare shards with "
                         "python -m hpc_bert.data prepare, or fix the path in the config")
     glue_runs, checkpoints = [], []
@@ -235,9 +237,10 @@ def _executor(p: Plan, name: str, hours: float, nodes: int, tasks: int, gpus: in
     return ex
 
 
-def pretrain_executor(p: Plan):
+def pretrain_executor(p: Plan, data_job_id: str | None = None):
     tasks = max(1, p.sub.gpus_per_node)
-    return _executor(p, "hpc_bert_pretrain", p.sub.allocation_hours, p.sub.nodes, tasks, p.sub.gpus_per_node, None)
+    return _executor(p, "hpc_bert_pretrain", p.sub.allocation_hours, p.sub.nodes, tasks, p.sub.gpus_per_node,
+                     data_job_id and f"afterok:{data_job_id}")
 
 
 def glue_executor(p: Plan, pretrain_job_id: str | None):
@@ -279,14 +282,18 @@ def main(argv=None) -> int:
     if p.sub.dry_run:
         return dry_run(p)
     os.makedirs(p.run_dir, exist_ok=True)
+    data_job_id = None
+    if p.sub.prepare:  # the data jobs first (local: they run now; SLURM: pretraining waits afterok)
+        from hpc_bert.data.cluster import prepare_for_submit, submit_prepare
+        data_job_id = submit_prepare(prepare_for_submit(p.sub.prepare, p.cluster, p.cfg.data.dataset_path))["summary"]
     if p.cluster == "local":
         return run_local(p)
-    return run_slurm(p)
+    return run_slurm(p, data_job_id)
 
 
-def run_slurm(p: Plan) -> int:
+def run_slurm(p: Plan, data_job_id: str | None = None) -> int:
     pretrain, glue, aggregate = _tasks(p)
-    pre = pretrain_executor(p).submit(pretrain)
+    pre = pretrain_executor(p, data_job_id).submit(pretrain)
     print(f"hpc_bert: pretraining job {pre.job_id}", flush=True)
     if p.glue_runs:
         glue_jobs = glue_executor(p, pre.job_id).map_array(glue, range(len(p.glue_runs)))
