@@ -11,3 +11,17 @@ MARKER_PREFIX = "marker_"              # marker_0.25 ... saved by --finetune_tim
 
 def marker_name(fraction: float) -> str:
     return f"{MARKER_PREFIX}{fraction:g}"
+
+
+# GLUE: RUN_DIR/glue/<checkpoint>/<task>/<run>/ holds results.json and, with --do_predict, one
+# predictions file per test split; `glue submission` zips the chosen runs' files for the server.
+GLUE_RESULTS_FILE = "results.json"
+PREDICTIONS_PREFIX = "predictions_"
+
+
+def predictions_name(split: str) -> str:
+    return f"{PREDICTIONS_PREFIX}{split}.tsv"  # e.g. predictions_test_matched.tsv
+
+
+def submission_name(checkpoint: str) -> str:
+    return f"glue_submission_{checkpoint}.zip"
