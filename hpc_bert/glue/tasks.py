@@ -272,7 +272,7 @@ HUB_DATASET = "nyu-mll/glue"
 
 
 def examples_from_hub(task: TaskSpec, rows: Iterable[dict], label_names: Sequence[str] | None,
-                      hub_config: str | None = None) -> list[Example]:
+                      hub_config: str | None = None, unlabeled: bool = False) -> list[Example]:
     """Hub rows -> Examples with the TSV's label strings. The hub stores class indices; for the
     0/1 tasks the index is the TSV label, for the NLI tasks its class name is (WNLI's hub
     names are not_entailment/entailment = 0/1, matching the TSV). Test rows (label -1) get ''."""
@@ -282,7 +282,7 @@ def examples_from_hub(task: TaskSpec, rows: Iterable[dict], label_names: Sequenc
     out = []
     for row in rows:
         raw = row["label"]
-        if raw is None or (not task.is_regression and int(raw) < 0):
+        if unlabeled or raw is None:
             label: str | float = ""
         elif task.is_regression:
             label = float(raw)
@@ -347,7 +347,7 @@ def load_hub_test(task: TaskSpec, test: TestSplit, source: str = HUB_DATASET) ->
     if split not in ds:
         raise UserError(f"GLUE {config} from {source} has no {split} split: pass a complete copy, or drop --do_predict")
     rows = ds[split]
-    return [str(i) for i in rows["idx"]], examples_from_hub(task, rows, None, config)
+    return [str(i) for i in rows["idx"]], examples_from_hub(task, rows, None, config, unlabeled=True)
 
 
 def load_task(task: TaskSpec, data_dir: str | None, with_train: bool = True,
