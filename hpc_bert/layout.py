@@ -1,12 +1,38 @@
-"""Names in a run dir that the trainer writes and GLUE reads: one definition for both.
+"""Every name inside a run dir: what the trainer, the launcher, status and GLUE write and read.
 
+One definition for all of them (the data pipeline's shard names live in hpc_bert/data/).
 Kept free of heavy imports so the launcher and the GLUE grid can use it cheaply.
+
+RUN_DIR/
+  .hpc_bert.lock             the run lock (launch/runlock.py)
+  budget.json                the ledger (pretrain/clock.py)
+  metrics.jsonl              the event log (pretrain/events.py)
+  tensorboard/               TensorBoard scalars
+  checkpoints/               training checkpoints: step_<9 digits>/meta.json, latest.json
+  finetune_checkpoints/      HF dirs marker_<fraction>/ and final/, each with hpc_bert_meta.json
+  submitit/                  submitit's job folder (scripts, pickles, logs)
+  glue/                      GLUE runs: <checkpoint>/<task>/<lr_seed>/results.json (+ predictions_<split>.tsv)
+  glue_submission_<ckpt>.zip the GLUE server's zip (python -m hpc_bert.glue submission)
+  glue_results.md / .csv     the GLUE table
 """
 from __future__ import annotations
 
+LOCK_NAME = ".hpc_bert.lock"
+LEDGER_NAME = "budget.json"
+METRICS_NAME = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_POINTER = "latest.json"     # {tag, step, elapsed_s} of the newest complete checkpoint
+CHECKPOINT_META = "meta.json"          # written last: a checkpoint folder with it is complete
 FINETUNE_DIR = "finetune_checkpoints"  # RUN_DIR/finetune_checkpoints/<name>/ are HF dirs
+FINETUNE_META = "hpc_bert_meta.json"   # written last into a fine-tune checkpoint
 FINAL_NAME = "final"                   # saved by --finetune_checkpoint_at_end
 MARKER_PREFIX = "marker_"              # marker_0.25 ... saved by --finetune_time_markers
+SUBMITIT_DIR = "submitit"
+GLUE_DIR = "glue"
+GLUE_RESULTS = "results.json"          # one fine-tuning run's scores
+GLUE_TABLE_MD = "glue_results.md"
+GLUE_TABLE_CSV = "glue_results.csv"
 
 
 def marker_name(fraction: float) -> str:
@@ -15,7 +41,6 @@ def marker_name(fraction: float) -> str:
 
 # GLUE: RUN_DIR/glue/<checkpoint>/<task>/<run>/ holds results.json and, with --do_predict, one
 # predictions file per test split; `glue submission` zips the chosen runs' files for the server.
-GLUE_RESULTS_FILE = "results.json"
 PREDICTIONS_PREFIX = "predictions_"
 
 

@@ -9,7 +9,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(REPO, "tests", "golden", "submit_dry_run.txt")
 DRY = ["--cluster", "slurm", "--dry_run", "--budget", "24", "--config", "configs/pretrain/academic-bert-large.yaml",
        "--glue", "configs/glue/paper.yaml", "--run_dir", "runs/golden", "--partition", "gpu",
-       "--gpus_per_node", "8", "--allocation_hours", "4"]
+       "--gpus_per_node", "8", "--allocation_hours", "4", "--vocab_size", "30528"]  # no tokenizer needed
 
 
 def submit(args, **kw):
@@ -48,7 +48,7 @@ def test_dry_run_key_settings():
     (["--budget", "1", "--lrr", "3"], "did you mean --lr"),
     (["--budget", "1", "--glue", "missing.yaml"], "missing.yaml"),
     (["--budget", "1", "--warmup_proportion", "2"], "--warmup_proportion must lie in [0, 1)"),
-    (["--budget", "1", "--allocation_hours", "0.05"], "--cluster local runs at most 6"),
+    (["--budget", "1", "--allocation_hours", "0.05", "--vocab_size", "96"], "--cluster local runs at most 6"),
 ])
 def test_bad_input_one_line_before_submitting(args, needle, tmp_path):
     r = submit([*args, "--cluster", "local", "--run_dir", str(tmp_path / "run"), "--dry_run"])
@@ -79,3 +79,39 @@ def test_run_dir_owned_by_live_job(tmp_path):
         hold.kill()
         hold.wait()
     assert not (run / "submitit").exists()
+
+
+def test_submitit_private_api_still_there():
+    """sbatch_text is the one user of submitit's private script builder: fail loudly if it moved."""
+    import inspect
+
+    import submitit
+    from submitit.slurm.slurm import SlurmExecutor
+    make = getattr(SlurmExecutor, "_make_submission_file_text", None)
+    command = getattr(SlurmExecutor, "_submitit_command_str", None)
+    ok = callable(make) and list(inspect.signature(make).parameters) == ["self", "command", "uid"] \
+        and isinstance(command, property)
+    assert ok, (f"submitit {submitit.__version__} changed SlurmExecutor._make_submission_file_text(command, uid) / "
+                "_submitit_command_str, which hpc_bert.launch.submit.sbatch_text needs for --dry_run: adapt "
+                "sbatch_text and the submitit pin in pyproject.toml")
+
+
+def test_allocation_count_is_one_formula():
+    from hpc_bert.launch.submit import ALLOCATION_OVERHEAD_S, allocations_needed
+    # 24 h in 4 h SLURM allocations, 90 s signal lead: 14400 - 90 - 90 useful seconds each -> 7
+    assert allocations_needed(24, 4, 90, "slurm") == 7
+    # the demo: 144 s in 60 s local allocations, 6 s lead: 60 - 6 - 20 = 34 s each -> 5
+    assert allocations_needed(0.04, 1 / 60, 6, "local") == 5
+    # a lead longer than the allocation still counts a fifth of it as useful
+    assert allocations_needed(1, 0.05, 1000, "slurm") == 1 * 3600 // 36
+    assert set(ALLOCATION_OVERHEAD_S) == {"slurm", "local"}
+
+
+def test_split_argv():
+    from hpc_bert.launch.submit import split_argv
+    mine, train = split_argv(["--budget", "2", "--lr", "1e-3", "--config", "c.yaml", "--fp16", "--dry_run",
+                              "--cluster=local", "--help", "--hidden_size", "64", "--no_tensorboard"])
+    assert mine == ["--budget", "2", "--pretrain_config", "c.yaml", "--dry_run", "--cluster=local", "--help"]
+    assert train == ["--lr", "1e-3", "--fp16", "--hidden_size", "64", "--no_tensorboard"]
+    # a flag's value is the next word unless that is a flag; -h takes no value
+    assert split_argv(["-h", "x"]) == (["-h"], ["x"])

@@ -104,22 +104,46 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (run with --help to list the valid flags)")
 
 
+def default_of(f: dataclasses.Field) -> Any:
+    """A field's default value (None when it has none)."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value)) or "(none)"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _help_text(f: dataclasses.Field) -> str:
+    """The field's help, its valid values and its default: what --help prints for one flag."""
+    parts = [f.metadata.get("help", "")]
+    if f.metadata.get("choices"):
+        parts.append("{" + ",".join(map(str, f.metadata["choices"])) + "}")
+    parts.append(f"(default: {_shown(default_of(f))})")
+    return " ".join(p for p in parts if p)
+
+
 def build_parser(cls, prog: str, description: str, extra: Sequence[tuple[str, dict]] = ()) -> argparse.ArgumentParser:
+    # SUPPRESS keeps unset flags out of the namespace (YAML values may sit under them), so
+    # the defaults are in each flag's help text instead.
     parser = _Parser(prog=prog, description=description, allow_abbrev=False,
                      argument_default=argparse.SUPPRESS)
     parser.add_argument("--config", help="YAML file; flags given on the command line win")
     for flag, kwargs in extra:
         parser.add_argument(flag, **kwargs)
     for name, (section, f, tp) in leaf_fields(cls).items():
-        helptext = f.metadata.get("help", "")
         if _base_type(tp) is bool:
             # `--fp16` sets true; `--fp16 false` and `--no_fp16` are accepted too.
-            parser.add_argument(f"--{name}", nargs="?", const="true", help=helptext)
+            parser.add_argument(f"--{name}", nargs="?", const="true", help=_help_text(f))
             parser.add_argument(f"--no_{name}", dest=name, action="store_const", const="false",
                                 help=argparse.SUPPRESS)
         else:
-            choices = f.metadata.get("choices")
-            parser.add_argument(f"--{name}", help=helptext + (f" {{{','.join(choices)}}}" if choices else ""))
+            parser.add_argument(f"--{name}", help=_help_text(f))
     return parser
 
 
@@ -225,12 +249,19 @@ def to_yaml(cfg) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
-    if value not in choices:
-        raise ConfigError(f"--{name} {value!r} is not valid: choose one of {', '.join(map(str, choices))}")
+def check_choices(cfg) -> None:
+    """Every field of ``cfg`` with ``choices`` metadata holds one of them (None: unset).
+
+    Each config's ``__post_init__`` calls it first, so the valid values are written once,
+    in the field, and every bad value gets the same one-line message."""
+    for f in dataclasses.fields(cfg):
+        choices = f.metadata.get("choices")
+        value = getattr(cfg, f.name)
+        if choices and value is not None and value not in choices:
+            raise ConfigError(f"--{f.name} {value!r} is not valid: choose one of {', '.join(map(str, choices))}")
 
 
-def field(default: Any = dataclasses.MISSING, *, help: str = "", choices: Sequence[str] | None = None,
+def field(default: Any = dataclasses.MISSING, *, help: str = "", choices: Sequence[Any] | None = None,
           default_factory: Any = dataclasses.MISSING):
     meta = {"help": help}
     if choices:

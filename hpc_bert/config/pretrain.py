@@ -10,7 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from hpc_bert.config.flags import check_choice, field
+from hpc_bert.config.flags import check_choices, field
 from hpc_bert.errors import ConfigError
 
 CURVES = ("linear", "exp", "cosine", "constant")
@@ -50,9 +50,7 @@ class ModelConfig:
     sparse_mask_prediction: bool = field(True, help="run the MLM head on masked positions only")
 
     def __post_init__(self):
-        check_choice("model_type", self.model_type, ("bert-mlm",))
-        check_choice("hidden_act", self.hidden_act, ("gelu", "relu", "gelu_new", "silu"))
-        check_choice("encoder_ln_mode", self.encoder_ln_mode, ("pre-ln", "post-ln"))
+        check_choices(self)
         for name in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                      "intermediate_size", "max_position_embeddings"):
             _positive(name, getattr(self, name))
@@ -74,7 +72,7 @@ class DataConfig:
     mlm_probability: float = field(0.15, help="masking rate for --dynamic_masking")
 
     def __post_init__(self):
-        check_choice("data_loader_type", self.data_loader_type, ("dist",))
+        check_choices(self)
         _positive("num_workers", self.num_workers, allow_zero=True)
         _fraction("mlm_probability", self.mlm_probability, True, True, "e.g. 0.15 or 0.3")
 
@@ -92,7 +90,7 @@ class OptimConfig:
     train_micro_batch_size_per_gpu: int = field(32)
 
     def __post_init__(self):
-        check_choice("optimizer_type", self.optimizer_type, ("adamw", "adam", "lamb"))
+        check_choices(self)
         _positive("lr", self.lr)
         _positive("weight_decay", self.weight_decay, allow_zero=True)
         _positive("adam_eps", self.adam_eps)
@@ -123,15 +121,13 @@ class ScheduleConfig:
     finetune_checkpoint_at_end: bool = field(False, help="save an HF model dir when training ends")
 
     def __post_init__(self):
+        check_choices(self)
         if not (self.total_training_time > 0 and math.isfinite(self.total_training_time)):
             raise ConfigError(f"--total_training_time must be a positive number of hours, got "
                               f"{self.total_training_time}: pass e.g. --total_training_time 24")
         if self.early_exit_time_marker is not None and not self.early_exit_time_marker > 0:
             raise ConfigError(f"--early_exit_time_marker must be > 0 hours, got {self.early_exit_time_marker}: "
                               "leave it unset to train the whole budget")
-        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        check_choice("curve", self.curve, CURVES)
-        check_choice("clock", self.clock, ("wall", "simulated"))
         _fraction("warmup_proportion", self.warmup_proportion, False, True,
                   "it is a fraction of the budget, e.g. 0.06")
         if self.lr_schedule != "time":
@@ -209,13 +205,12 @@ class RuntimeConfig:
     fp16_backend: str = field("ds", choices=("ds", "apex"))
     fp16_opt: str = field("O2", help="ABB/apex opt level; DeepSpeed ignores it")
     bf16: bool = field(False)
-    zero_stage: int = field(0, help="DeepSpeed ZeRO stage 0-3")
+    zero_stage: int = field(0, help="DeepSpeed ZeRO stage", choices=(0, 1, 2, 3))
     tensorboard: bool = field(True)
     progress_bar: bool = field(True)
 
     def __post_init__(self):
-        check_choice("fp16_backend", self.fp16_backend, ("ds", "apex"))
-        check_choice("zero_stage", self.zero_stage, (0, 1, 2, 3))
+        check_choices(self)
         _positive("print_steps", self.print_steps)
         if self.fp16 and self.bf16:
             raise ConfigError("--fp16 and --bf16 are both set: choose one precision")

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from hpc_bert.atomic import write_json_atomic
-from hpc_bert.config.flags import check_choice, field, flat_dict, parse_config
+from hpc_bert.config.flags import check_choices, field, flat_dict, parse_config
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
 from hpc_bert.glue import metrics as glue_metrics
 from hpc_bert.glue import prompt as glue_prompt
 from hpc_bert.glue.submission import write_predictions
 from hpc_bert.glue.tasks import HUB_DATASET, TASK_ORDER, Example, TaskSpec, get_task, load_task, load_test
-from hpc_bert.layout import GLUE_RESULTS_FILE as RESULTS_FILE
+from hpc_bert.layout import GLUE_RESULTS as RESULTS_FILE
 STRATEGIES = ("no", "steps", "epoch")
 SCHEDULERS = ("linear", "polynomial", "cosine", "constant", "constant_with_warmup", "inverse_sqrt")
 # The subset picked by --max_train_samples is the same for every --seed, so seeds differ
@@ -103,8 +103,7 @@ class FinetuneConfig:
                               f"{self.evaluation_strategy} disagree: pass only one")
         self.eval_strategy = self.eval_strategy or self.evaluation_strategy or "no"
         self.evaluation_strategy = self.eval_strategy
-        check_choice("eval_strategy", self.eval_strategy, STRATEGIES)
-        check_choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
+        check_choices(self)
         for name in ("max_seq_length", "per_device_train_batch_size", "per_device_eval_batch_size",
                      "gradient_accumulation_steps", "logging_steps"):
             if getattr(self, name) < 1:

@@ -19,12 +19,17 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from hpc_bert.config.flags import field, check_choice, leaf_fields, parse_config
+from hpc_bert.config.flags import check_choices, field, leaf_fields, parse_config
 from hpc_bert.config.pretrain import PretrainConfig
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
+from hpc_bert.layout import GLUE_TABLE_MD, SUBMITIT_DIR
 
-SUBMITIT_DIR = "submitit"
-LOCAL_MAX_ALLOCATIONS = 6
+LOCAL_MAX_ALLOCATIONS = 6  # submitit's LocalExecutor relaunches a job at most 6 times (its max_retry)
+# Seconds of an allocation lost besides the signal lead: SLURM sends the time-limit signal up to
+# ~30 s early and a job needs ~60 s to start; a local job starts in ~20 s and is signalled on time.
+ALLOCATION_OVERHEAD_S = {"slurm": 90.0, "local": 20.0}
+SAVE_BYTES_PER_S = 200e6  # assumed checkpoint write speed until a save was measured
+HELP_FLAGS = ("-h", "--help")
 
 
 @dataclass
@@ -49,22 +54,29 @@ class SubmitConfig:
     dry_run: bool = field(False, help="print the job scripts, submit nothing")
 
     def __post_init__(self):
+        check_choices(self)
         if not (self.budget > 0 and math.isfinite(self.budget)):
             raise ConfigError(f"--budget must be a positive number of hours, got {self.budget}: pass e.g. --budget 24")
         if not self.allocation_hours > 0:
             raise ConfigError(f"--allocation_hours must be > 0, got {self.allocation_hours}")
-        check_choice("cluster", self.cluster, ("slurm", "local", "auto"))
         for name in ("nodes", "cpus_per_task", "glue_parallelism"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1")
 
-    @property
-    def max_requeues(self) -> int:
-        """Allocations the budget needs, counting what each loses to startup, the signal lead
-        and SLURM's ~30 s signal jitter, plus a margin for preemptions and crashes."""
-        alloc_s = self.allocation_hours * 3600
-        useful_s = max(0.2 * alloc_s, alloc_s - (self.signal_delay_s or 90) - 30 - 60)
-        return math.ceil(self.budget * 3600 / useful_s) + self.requeue_margin
+
+def signal_delay_seconds(sub: SubmitConfig, cluster: str, save_s: float) -> int:
+    """The time-limit signal's lead: room for one checkpoint save (3x the measured or estimated
+    save, plus 30 s), but at most a tenth of a short allocation, which must train at all."""
+    delay = sub.signal_delay_s or int(max(60 if cluster == "slurm" else 10, 3 * save_s + 30))
+    return int(min(delay, sub.allocation_hours * 3600 / 10))
+
+
+def allocations_needed(budget_hours: float, allocation_hours: float, signal_delay_s: float, cluster: str) -> int:
+    """Allocations the budget needs: each loses the signal lead and the cluster's overhead
+    (at least a fifth of it is assumed to train)."""
+    alloc_s = allocation_hours * 3600
+    useful_s = max(0.2 * alloc_s, alloc_s - signal_delay_s - ALLOCATION_OVERHEAD_S[cluster])
+    return math.ceil(budget_hours * 3600 / useful_s)
 
 
 def slurm_available() -> bool:
@@ -88,38 +100,64 @@ def partition_limit_hours(partition: str | None) -> float | None:
 
 def measured_save_seconds(run_dir: str) -> float | None:
     from hpc_bert.pretrain.events import read_events
+    if not os.path.isdir(run_dir):
+        return None
     saves = [e.get("seconds", 0) for e in read_events(run_dir) if e["event"] == "checkpoint"]
     return max(saves) if saves else None
 
 
-def estimated_save_seconds(cfg) -> float:
-    """Before any save was measured: weights + two Adam moments in fp32 at ~200 MB/s."""
-    m = cfg.model
-    params = 12 * m.num_hidden_layers * m.hidden_size ** 2 + 30522 * m.hidden_size
-    return params * 12 / 200e6
+def estimated_save_seconds(cfg: PretrainConfig) -> float:
+    """Before any save was measured: one checkpoint of the model's real parameter count (built
+    on the meta device, with the tokenizer's vocab) written at SAVE_BYTES_PER_S."""
+    from hpc_bert.data.tokenizer import load_tokenizer
+    from hpc_bert.model.bert import model_vocab_size, parameter_count
+    from hpc_bert.pretrain.checkpoint import checkpoint_bytes
+    vocab_size = cfg.model.vocab_size or model_vocab_size(cfg.model, len(load_tokenizer(cfg.model.tokenizer_name)))
+    return checkpoint_bytes(parameter_count(cfg.model, vocab_size)) / SAVE_BYTES_PER_S
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Separate submit's own flags from pretraining flags (which go to the trainer)."""
+    """Separate submit's own flags (and -h / --help) from pretraining flags (which go to the trainer)."""
     own = {f"--{n}" for n in leaf_fields(SubmitConfig)} | {f"--no_{n}" for n in leaf_fields(SubmitConfig)}
-    own |= {"--config"}
+    own |= {"--config", *HELP_FLAGS}
     mine, train = [], []
     i = 0
     while i < len(argv):
         flag = argv[i].split("=")[0]
         target = mine if flag in own else train
         target.append(argv[i])
-        if "=" not in argv[i] and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+        if "=" not in argv[i] and i + 1 < len(argv) and not argv[i + 1].startswith("--") \
+                and flag not in HELP_FLAGS:
             target.append(argv[i + 1])
             i += 1
         i += 1
     return [("--pretrain_config" if a == "--config" else a) for a in mine], train
 
 
-def plan(argv: list[str]):
+@dataclass
+class Plan:
+    """Everything checked and decided before anything is submitted or written."""
+    sub: SubmitConfig
+    cfg: PretrainConfig
+    train_argv: list[str]
+    run_dir: str
+    cluster: str
+    glue_runs: list
+    checkpoints: list[str]
+    signal_delay_s: int
+    max_requeues: int
+
+    @property
+    def folder(self) -> str:
+        return os.path.join(self.run_dir, SUBMITIT_DIR)
+
+
+def plan(argv: list[str]) -> Plan:
     """Parse and check everything; nothing is submitted and nothing is written."""
     mine, train_flags = split_argv(argv)
-    sub, _ = parse_config(SubmitConfig, mine, prog="python -m hpc_bert.submit")
+    sub, _ = parse_config(SubmitConfig, mine, prog="python -m hpc_bert.submit",
+                          description="Pretraining with requeues, then the GLUE array, then the table. "
+                                      "Flags not listed here are pretraining flags: see python -m hpc_bert.train --help.")
     if not os.path.isfile(sub.pretrain_config):
         raise UserError(f"pretraining config {sub.pretrain_config} does not exist: pass --config FILE.yaml "
                         "(see configs/pretrain/)")
@@ -147,14 +185,6 @@ def plan(argv: list[str]):
     cluster = sub.cluster
     if cluster == "auto":
         cluster = "slurm" if slurm_available() else "local"
-    if cluster == "local":
-        # submitit's LocalExecutor relaunches a job at most 6 times (its max_retry).
-        alloc_s = sub.allocation_hours * 3600
-        needed = math.ceil(sub.budget * 3600 / max(0.2 * alloc_s, alloc_s - 25))
-        if needed > LOCAL_MAX_ALLOCATIONS:
-            raise UserError(f"--budget {sub.budget:g} h needs about {needed} allocations of {sub.allocation_hours:g} h, "
-                            f"but --cluster local runs at most {LOCAL_MAX_ALLOCATIONS}: pass --allocation_hours "
-                            f"{sub.budget / (LOCAL_MAX_ALLOCATIONS - 2) + 25 / 3600:.3g} or more")
     if cluster == "slurm" and not sub.dry_run:
         if not slurm_available():
             raise UserError("--cluster slurm but no SLURM controller answers (sinfo failed): run on a login node, "
@@ -163,23 +193,39 @@ def plan(argv: list[str]):
         if limit is not None and sub.allocation_hours > limit:
             raise UserError(f"--allocation_hours {sub.allocation_hours:g} exceeds the partition's time limit "
                             f"({limit:g} h): pass --allocation_hours {limit:g} or less")
-    return sub, cfg, train_argv, run_dir, cluster, glue_runs, checkpoints
+    # The time-limit signal must leave room for one checkpoint save, measured when we can.
+    save_s = 0.0 if sub.signal_delay_s else measured_save_seconds(run_dir)
+    delay = signal_delay_seconds(sub, cluster, save_s if save_s is not None else estimated_save_seconds(cfg))
+    needed = allocations_needed(sub.budget, sub.allocation_hours, delay, cluster)
+    if cluster == "local" and needed > LOCAL_MAX_ALLOCATIONS:
+        # the smallest allocation that fits: its signal lead is at most a tenth of it
+        hours = (sub.budget * 3600 / LOCAL_MAX_ALLOCATIONS + ALLOCATION_OVERHEAD_S["local"]) / 0.9 / 3600
+        raise UserError(f"--budget {sub.budget:g} h needs about {needed} allocations of {sub.allocation_hours:g} h, "
+                        f"but --cluster local runs at most {LOCAL_MAX_ALLOCATIONS}: pass --allocation_hours "
+                        f"{math.ceil(hours * 1000) / 1000:g} or more")
+    return Plan(sub, cfg, train_argv, run_dir, cluster, glue_runs, checkpoints, delay,
+                needed + sub.requeue_margin)
 
 
-def make_executor(sub: SubmitConfig, cluster: str, folder: str, name: str, hours: float, tasks: int,
-                  signal_delay_s: int, extra: dict | None = None):
+# ---- the executor chain: pretraining -> GLUE array (afterok) -> aggregation (afterany) ----
+
+def _executor(p: Plan, name: str, hours: float, nodes: int, tasks: int, gpus: int, after: str | None):
+    """One stage's executor. ``after``: SLURM dependency (None: none, and always on local)."""
     import submitit
     minutes = max(1, int(round(hours * 60)))
-    if cluster == "local":
-        ex = submitit.LocalExecutor(folder=folder, max_num_timeout=sub.max_requeues)
-        ex.update_parameters(timeout_min=minutes, tasks_per_node=tasks, signal_delay_s=signal_delay_s)
+    if p.cluster == "local":
+        ex = submitit.LocalExecutor(folder=p.folder, max_num_timeout=p.max_requeues)
+        ex.update_parameters(timeout_min=minutes, tasks_per_node=tasks, signal_delay_s=p.signal_delay_s)
         return ex
-    ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=sub.max_requeues)
-    params = dict(job_name=name, time=minutes, nodes=sub.nodes if name == "hpc_bert_pretrain" else 1,
-                  ntasks_per_node=tasks, cpus_per_task=sub.cpus_per_task, signal_delay_s=signal_delay_s,
-                  additional_parameters={"requeue": True, **(extra or {})})
-    if sub.gpus_per_node and name != "hpc_bert_aggregate":
-        params["gpus_per_node"] = sub.gpus_per_node if name == "hpc_bert_pretrain" else 1
+    sub = p.sub
+    ex = submitit.SlurmExecutor(folder=p.folder, max_num_timeout=p.max_requeues)
+    extra = {"requeue": True}
+    if after:
+        extra.update({"dependency": after, "kill-on-invalid-dep": "yes"})
+    params = dict(job_name=name, time=minutes, nodes=nodes, ntasks_per_node=tasks, cpus_per_task=sub.cpus_per_task,
+                  signal_delay_s=p.signal_delay_s, additional_parameters=extra)
+    if gpus:
+        params["gpus_per_node"] = gpus
     for key in ("partition", "account", "qos"):
         if getattr(sub, key):
             params[key] = getattr(sub, key)
@@ -189,100 +235,107 @@ def make_executor(sub: SubmitConfig, cluster: str, folder: str, name: str, hours
     return ex
 
 
-def sbatch_text(executor, array: int | None = None) -> str:
-    if array is not None:
-        executor.update_parameters(array_parallelism=executor.parameters.get("array_parallelism", 256))
-        executor.parameters["map_count"] = array
+def pretrain_executor(p: Plan):
+    tasks = max(1, p.sub.gpus_per_node)
+    return _executor(p, "hpc_bert_pretrain", p.sub.allocation_hours, p.sub.nodes, tasks, p.sub.gpus_per_node, None)
+
+
+def glue_executor(p: Plan, pretrain_job_id: str | None):
+    ex = _executor(p, "hpc_bert_glue", p.sub.glue_allocation_hours, 1, 1, min(1, p.sub.gpus_per_node),
+                   pretrain_job_id and f"afterok:{pretrain_job_id}")
+    if p.cluster != "local":
+        ex.update_parameters(array_parallelism=p.sub.glue_parallelism)
+    return ex
+
+
+def aggregate_executor(p: Plan, glue_array_id: str | None):
+    return _executor(p, "hpc_bert_aggregate", 0.25, 1, 1, 0, glue_array_id and f"afterany:{glue_array_id}")
+
+
+def sbatch_text(executor, array_size: int | None = None) -> str:
+    """The sbatch script submitit would submit. submitit has no public call for it, so this is
+    the one place that uses its private ``_make_submission_file_text`` and ``_submitit_command_str``
+    (tests/test_submit.py::test_submitit_private_api_still_there fails loudly when they change)."""
+    if array_size is not None:
+        executor.parameters["map_count"] = array_size  # what submitit's map_array sets
     return executor._make_submission_file_text(executor._submitit_command_str, "%j")
+
+
+def _tasks(p: Plan):
+    from hpc_bert.launch.jobs import AggregateTask, GlueTask, PretrainJob
+    workdir = os.getcwd()
+    return (PretrainJob(p.train_argv, p.run_dir, p.max_requeues, workdir),
+            GlueTask(p.sub.glue, p.run_dir, p.checkpoints, workdir), AggregateTask(p.run_dir, workdir))
 
 
 @exit_on_user_error
 def main(argv=None) -> int:
-    from hpc_bert.launch.jobs import AggregateTask, GlueTask, PretrainJob
     argv = list(sys.argv[1:] if argv is None else argv)
-    sub, cfg, train_argv, run_dir, cluster, glue_runs, checkpoints = plan(argv)
-    workdir = os.getcwd()
-    folder = os.path.join(run_dir, SUBMITIT_DIR)
-    saved = measured_save_seconds(run_dir) if os.path.isdir(run_dir) else None
-    # The time-limit signal must leave room for one checkpoint save, measured when we can.
-    save_s = saved if saved is not None else estimated_save_seconds(cfg)
-    delay = sub.signal_delay_s or int(max(60 if cluster == "slurm" else 10, 3 * save_s + 30))
-    # ...but a short allocation must not be signalled before it could train at all.
-    delay = int(min(delay, sub.allocation_hours * 3600 / 10))
-    tasks = max(1, sub.gpus_per_node)
-    pre_ex = make_executor(sub, cluster, folder, "hpc_bert_pretrain", sub.allocation_hours, tasks, delay)
-    job = PretrainJob(train_argv, run_dir, sub.max_requeues, workdir)
-    print(f"hpc_bert: budget {sub.budget:g} h in allocations of {sub.allocation_hours:g} h on {cluster} "
-          f"(up to {sub.max_requeues} requeues, signal {delay} s before the limit); run dir {run_dir}"
-          + (f"; GLUE: {len(glue_runs)} fine-tuning runs over {', '.join(checkpoints)}" if glue_runs else ""),
+    p = plan(argv)
+    print(f"hpc_bert: budget {p.sub.budget:g} h in allocations of {p.sub.allocation_hours:g} h on {p.cluster} "
+          f"(up to {p.max_requeues} requeues, signal {p.signal_delay_s} s before the limit); run dir {p.run_dir}"
+          + (f"; GLUE: {len(p.glue_runs)} fine-tuning runs over {', '.join(p.checkpoints)}" if p.glue_runs else ""),
           flush=True)
-    if sub.dry_run:
-        return dry_run(sub, cluster, folder, pre_ex, glue_runs, delay)
-    os.makedirs(run_dir, exist_ok=True)
-    if cluster == "local":
-        return run_local(sub, folder, pre_ex, job, glue_runs, checkpoints, run_dir, workdir, delay)
-    pre = pre_ex.submit(job)
+    if p.sub.dry_run:
+        return dry_run(p)
+    os.makedirs(p.run_dir, exist_ok=True)
+    if p.cluster == "local":
+        return run_local(p)
+    return run_slurm(p)
+
+
+def run_slurm(p: Plan) -> int:
+    pretrain, glue, aggregate = _tasks(p)
+    pre = pretrain_executor(p).submit(pretrain)
     print(f"hpc_bert: pretraining job {pre.job_id}", flush=True)
-    if glue_runs:
-        dep = {"dependency": f"afterok:{pre.job_id}", "kill-on-invalid-dep": "yes"}
-        glue_ex = make_executor(sub, cluster, folder, "hpc_bert_glue", sub.glue_allocation_hours, 1, delay, dep)
-        glue_ex.update_parameters(array_parallelism=sub.glue_parallelism)
-        glue_jobs = glue_ex.map_array(GlueTask(sub.glue, run_dir, checkpoints, workdir), range(len(glue_runs)))
+    if p.glue_runs:
+        glue_jobs = glue_executor(p, pre.job_id).map_array(glue, range(len(p.glue_runs)))
         array_id = glue_jobs[0].job_id.split("_")[0]
-        agg_ex = make_executor(sub, cluster, folder, "hpc_bert_aggregate", 0.25, 1, delay,
-                               {"dependency": f"afterany:{array_id}", "kill-on-invalid-dep": "yes"})
-        agg = agg_ex.submit(AggregateTask(run_dir, workdir))
-        print(f"hpc_bert: GLUE array {array_id} ({len(glue_runs)} tasks, afterok:{pre.job_id}); "
+        agg = aggregate_executor(p, array_id).submit(aggregate)
+        print(f"hpc_bert: GLUE array {array_id} ({len(p.glue_runs)} tasks, afterok:{pre.job_id}); "
               f"aggregation {agg.job_id} (afterany:{array_id})", flush=True)
-    print(f"hpc_bert: watch it with: python -m hpc_bert.status {run_dir}", flush=True)
+    print(f"hpc_bert: watch it with: python -m hpc_bert.status {p.run_dir}", flush=True)
     return 0
 
 
-def dry_run(sub, cluster, folder, pre_ex, glue_runs, delay) -> int:
-    if cluster == "local":
+def dry_run(p: Plan) -> int:
+    if p.cluster == "local":
         print("hpc_bert: --cluster local runs jobs on this machine; no scripts to show: "
               "pass --cluster slurm --dry_run to see the sbatch scripts", flush=True)
         return 0
     print("#### pretraining ####")
-    print(sbatch_text(pre_ex))
-    if glue_runs:
-        glue_ex = make_executor(sub, cluster, folder, "hpc_bert_glue", sub.glue_allocation_hours, 1, delay,
-                                {"dependency": "afterok:<pretrain_job_id>", "kill-on-invalid-dep": "yes"})
-        glue_ex.update_parameters(array_parallelism=sub.glue_parallelism)
-        print(f"#### GLUE array: {len(glue_runs)} tasks ####")
-        print(sbatch_text(glue_ex, array=len(glue_runs)))
-        agg_ex = make_executor(sub, cluster, folder, "hpc_bert_aggregate", 0.25, 1, delay,
-                               {"dependency": "afterany:<glue_array_id>", "kill-on-invalid-dep": "yes"})
+    print(sbatch_text(pretrain_executor(p)))
+    if p.glue_runs:
+        print(f"#### GLUE array: {len(p.glue_runs)} tasks ####")
+        print(sbatch_text(glue_executor(p, "<pretrain_job_id>"), array_size=len(p.glue_runs)))
         print("#### aggregation ####")
-        print(sbatch_text(agg_ex))
+        print(sbatch_text(aggregate_executor(p, "<glue_array_id>")))
     return 0
 
 
-def run_local(sub, folder, pre_ex, job, glue_runs, checkpoints, run_dir, workdir, delay) -> int:
+def run_local(p: Plan) -> int:
     """The same chain on this machine: each stage waits for the one before (afterok / afterany)."""
-    from hpc_bert.launch.jobs import AggregateTask, GlueTask
     from hpc_bert.launch.status import render
-    pre = pre_ex.submit(job)
+    pretrain, glue, aggregate = _tasks(p)
+    pre = pretrain_executor(p).submit(pretrain)
     print(f"hpc_bert: pretraining (local job {pre.job_id}); log: {pre.paths.stdout}", flush=True)
     try:
         pre.result()
     except Exception as e:  # submitit re-raises the job's failure
         last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise UserError(f"pretraining failed ({last}): see {pre.paths.stderr}; GLUE was not started") from None
-    print(render(run_dir), flush=True)
-    if not glue_runs:
+    print(render(p.run_dir), flush=True)
+    if not p.glue_runs:
         return 0
-    glue_ex = make_executor(sub, "local", folder, "hpc_bert_glue", sub.glue_allocation_hours, 1, delay)
-    task = GlueTask(sub.glue, run_dir, checkpoints, workdir)
-    for i in range(len(glue_runs)):
-        j = glue_ex.submit(task, i)
+    glue_ex = glue_executor(p, None)
+    for i in range(len(p.glue_runs)):
+        j = glue_ex.submit(glue, i)
         try:
             j.result()
         except Exception:  # afterany: the table reports what finished
             print(f"hpc_bert: GLUE run {i} failed; see {j.paths.stderr}", flush=True)
-    agg_ex = make_executor(sub, "local", folder, "hpc_bert_aggregate", 0.25, 1, delay)
-    agg_ex.submit(AggregateTask(run_dir, workdir)).result()
-    table = os.path.join(run_dir, "glue_results.md")
+    aggregate_executor(p, None).submit(aggregate).result()
+    table = os.path.join(p.run_dir, GLUE_TABLE_MD)
     if os.path.exists(table):
         print(open(table).read(), flush=True)
     return 0

@@ -92,3 +92,15 @@ class MaskedLM(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def model_vocab_size(model_cfg, n_tokens: int) -> int:
+    """The embedding rows: --vocab_size, else the tokenizer's size padded to a multiple of 8."""
+    return model_cfg.vocab_size or padded_vocab_size(n_tokens)
+
+
+def parameter_count(model_cfg, vocab_size: int) -> int:
+    """Parameters of the model ``build_hf_model`` makes, built on the meta device (no memory,
+    no initialisation: about a second for BERT-large), for sizing before any job starts."""
+    with torch.device("meta"):
+        return count_parameters(build_hf_model(model_cfg, vocab_size))

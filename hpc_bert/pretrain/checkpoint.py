@@ -92,6 +92,15 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+# A training checkpoint holds fp32 weights and the optimizer's two moments (Adam, Lamb).
+CHECKPOINT_BYTES_PER_PARAM = 4 * 3
+
+
+def checkpoint_bytes(n_params: int) -> int:
+    """The size of one training checkpoint of a model with ``n_params`` parameters."""
+    return n_params * CHECKPOINT_BYTES_PER_PARAM
+
+
 def check_free_space(run_dir: str, needed_bytes: int) -> None:
     os.makedirs(run_dir, exist_ok=True)
     free = shutil.disk_usage(run_dir).free

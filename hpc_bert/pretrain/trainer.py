@@ -24,7 +24,7 @@ from hpc_bert.testing import faults
 from hpc_bert.pretrain import schedule
 from hpc_bert.pretrain.checkpoint import (find_latest, load_training_checkpoint, rng_state,
                                  save_finetune_checkpoint, save_training_checkpoint, set_rng_state,
-                                 finetune_checkpoint_exists, check_free_space)
+                                 finetune_checkpoint_exists, check_free_space, checkpoint_bytes)
 from hpc_bert.pretrain.clock import BudgetClock, Ledger
 from hpc_bert.config.flags import flat_dict
 from hpc_bert.pretrain.distributed import (StopFlag, all_agree_max, all_sum, allocation_end, barrier,
@@ -178,7 +178,7 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
     hf_model = build_hf_model(cfg.model, vocab_size, pad_token_id=tokenizer.pad_token_id or 0)
     model = MaskedLM(hf_model, cfg.model.sparse_mask_prediction)
     n_params = count_parameters(model)
-    check_free_space(run_dir, n_params * 4 * 4 // max(world, 1))  # weights + 2 Adam moments, fp32, a margin
+    check_free_space(run_dir, checkpoint_bytes(n_params))
     engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=build_optimizer(model, cfg.optim),
                                                    config=deepspeed_config(cfg, accum, device))
     loader = loader_cls(cfg.data.dataset_path, micro_batch_size=cfg.optim.train_micro_batch_size_per_gpu,
