@@ -199,6 +199,15 @@ def first_round(runs: Sequence[GlueRun]) -> list[GlueRun]:
     return [r for r in runs if not r.start_from]
 
 
+def rounds(runs: Sequence[GlueRun]) -> tuple[list[int], list[int], list[int]]:
+    """Array indices (first round, second round, first-round runs the second waits for): the
+    launcher submits the second round `afterok` on the runs whose models it starts from."""
+    second = second_round(runs)
+    origins = {(r.checkpoint, r.start_from) for r in second}
+    return ([r.index for r in first_round(runs)], [r.index for r in second],
+            [r.index for r in first_round(runs) if (r.checkpoint, r.task) in origins])
+
+
 def best_source_model(run_dir: str, run: GlueRun) -> str:
     """The output dir (a saved model) of the best-scoring first-round run of ``run.start_from``
     on the same checkpoint; ties go to the smaller learning rate, then seed."""
