@@ -14,7 +14,6 @@ Everything the user can get wrong is checked before the model is loaded.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import sys
@@ -27,6 +26,7 @@ from hpc_bert.config.flags import check_choices, field, flat_dict, parse_config
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
 from hpc_bert.glue import metrics as glue_metrics
 from hpc_bert.glue import prompt as glue_prompt
+from hpc_bert.glue.steps import capped_warmup, training_steps
 from hpc_bert.glue.submission import write_predictions
 from hpc_bert.glue.tasks import HUB_DATASET, TASK_ORDER, Example, TaskSpec, get_task, load_task, load_test
 from hpc_bert.layout import GLUE_RESULTS as RESULTS_FILE
@@ -257,24 +257,6 @@ def check_head(cfg: FinetuneConfig, task: TaskSpec) -> None:
         raise UserError(f"{cfg.model_name_or_path} has a classifier head of {model_config.num_labels} label(s) and "
                         f"{task.name} needs {task.num_labels}: pass --ignore_mismatched_sizes to start {task.name} "
                         "with a new head on that model")
-
-
-def training_steps(num_examples: int, batch_size: int, accumulation: int, epochs: float, max_steps: int) -> int:
-    """Optimizer steps of a run, as transformers' Trainer counts them."""
-    if max_steps > 0:
-        return max_steps
-    per_epoch = max(1, math.ceil(math.ceil(num_examples / batch_size) / accumulation))
-    return math.ceil(epochs * per_epoch)
-
-
-def capped_warmup(warmup_steps: float, total_steps: int) -> tuple[float, str | None]:
-    """Warmup of at least all steps never reaches the peak LR (and transformers' polynomial
-    schedule divides by zero at equality): cap it at a tenth of the steps, saying so."""
-    if warmup_steps < 1 or warmup_steps < total_steps:
-        return warmup_steps, None
-    capped = total_steps // 10
-    return capped, (f"--warmup_steps {warmup_steps:g} is not below the run's {total_steps} training steps: "
-                    f"warmup capped at {capped} steps (a tenth); pass a smaller --warmup_steps to choose")
 
 
 def start_record(model_path: str) -> dict | None:
