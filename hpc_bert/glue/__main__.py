@@ -92,6 +92,10 @@ def cmd_expand(argv: list[str]) -> int:
         print(_pick(runs, args.index).command())
     else:
         print(f"# {len(runs)} runs (SLURM --array=0-{len(runs) - 1}); results under {run_dir}/{glue_grid.GLUE_SUBDIR}/")
+        first, second, _ = glue_grid.rounds(runs)
+        if second:
+            print(f"# round two (start_from): {len(second)} runs, run after the first round's {len(first)} "
+                  "(python -m hpc_bert.submit submits them as a second array)")
         print(glue_grid.format_table(runs))
     return 0
 
