@@ -15,9 +15,11 @@ from glue_fixtures import glue_rows, write_glue_tsv
 from pretrain_fixtures import REPO, vocab_and_shards
 from slurm_fixture import wait_until
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
+
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_second_array_starts_from_the_best_mnli_run(slurm_cluster, tmp_path):
     shards, vocab = vocab_and_shards(tmp_path / "inputs", per_shard=64)
     data = write_glue_tsv(tmp_path / "glue_data", glue_rows(n_train=16, n_dev=8, n_test=6, n_ax=5))
@@ -66,3 +68,20 @@ def test_second_array_starts_from_the_best_mnli_run(slurm_cluster, tmp_path):
     with zipfile.ZipFile(run / "glue_submission_final.zip") as zf:
         assert sorted(zf.namelist()) == ["AX.tsv", "MNLI-m.tsv", "MNLI-mm.tsv", "RTE.tsv", "STS-B.tsv"]
     assert "missing from the submission" in r.stderr and "CoLA.tsv" in r.stderr
+
+
+def test_dry_run_shows_the_second_array(tmp_path):
+    """No cluster needed: the scripts submit would hand to sbatch for a start_from grid."""
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("tasks: [MNLI, SST-2, RTE]\nlearning_rates: [1.0e-4]\nseeds: [1, 2]\nstart_from: {RTE: MNLI}\n")
+    r = subprocess.run([sys.executable, "-m", "hpc_bert.submit", "--cluster", "slurm", "--dry_run", "--budget", "1",
+                        "--config", "configs/pretrain/tiny.yaml", "--glue", str(grid), "--run_dir",
+                        str(tmp_path / "run"), "--finetune_checkpoint_at_end", "--vocab_size", "128"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    parts = r.stdout.split("####")
+    titles = [p.strip() for p in parts[1::2]]
+    assert titles == ["pretraining", "GLUE array: 8 tasks", "GLUE second round: 4 tasks", "aggregation"], titles
+    first, second = parts[4], parts[6]
+    assert "--array=0-7%" in first and "afterok:<pretrain_job_id>" in first  # (marker_0.5, final) x 4
+    assert "--array=0-3%" in second and "afterok:<first-round task ids it starts from>" in second

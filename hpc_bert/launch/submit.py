@@ -313,9 +313,9 @@ def dry_run(p: Plan) -> int:
     print("#### pretraining ####")
     print(sbatch_text(pretrain_executor(p)))
     if p.glue_runs:
-        print(f"#### GLUE array: {len(p.glue_runs)} tasks ####")
         from hpc_bert.glue.grid import rounds
         first, second, _ = rounds(p.glue_runs)
+        print(f"#### GLUE array: {len(first)} tasks ####")
         print(sbatch_text(glue_executor(p, "<pretrain_job_id>"), array_size=len(first)))
         if second:
             print(f"#### GLUE second round: {len(second)} tasks ####")
