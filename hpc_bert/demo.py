@@ -42,11 +42,13 @@ def prepare_data() -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hpc_bert.demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        """The docstring as written, and each flag's default."""
+
+    p = argparse.ArgumentParser(prog="python -m hpc_bert.demo", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--budget", type=float, default=0.04, help="hours of training (default 2.4 minutes)")
     p.add_argument("--allocation_hours", type=float, default=1 / 60, help="length of one allocation")
-    p.add_argument("--run_dir", default="runs/demo")
+    p.add_argument("--run_dir", default="runs/demo", help="where the demo run goes")
     p.add_argument("--fresh", action="store_true", help="delete --run_dir first (the data is kept)")
     args = p.parse_args(argv)
     py = sys.executable

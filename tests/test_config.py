@@ -1,4 +1,5 @@
 """Config: the seed command parses, YAML < CLI layering, one clear line per bad value."""
+import re
 import subprocess
 import sys
 
@@ -127,3 +128,50 @@ def test_early_exit_beyond_budget_is_allowed_but_reported():
     assert any("beyond --total_training_time" in n for n in notes)
     assert cfg.schedule.stop_s == 2 * 3600
     assert parse(["--total_training_time", "2", "--early_exit_time_marker", "1"]).schedule.stop_s == 3600
+
+
+CONFIGS_WITH_CHOICES = {  # every config class with `choices` fields, and the flags it needs to build
+    "pretrain": (PretrainConfig, ["--max_steps", "10"]),  # --lr_schedule step needs it
+    "submit": ("hpc_bert.launch.submit:SubmitConfig", ["--budget", "1"]),
+    "finetune": ("hpc_bert.glue.finetune:FinetuneConfig",
+                 ["--model_name_or_path", "m", "--task_name", "SST-2", "--output_dir", "o", "--do_train"]),
+}
+
+
+def _choice_fields(cls):
+    import importlib
+
+    from hpc_bert.config.flags import leaf_fields
+    if isinstance(cls, str):
+        module, name = cls.split(":")
+        cls = getattr(importlib.import_module(module), name)
+    return cls, {n: f.metadata["choices"] for n, (_s, f, _t) in leaf_fields(cls).items() if f.metadata.get("choices")}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS_WITH_CHOICES))
+def test_choices_checked_from_field_metadata(name):
+    """Each field's `choices` is the only list of its valid values: every other value fails with one
+    message naming them all, every listed one (ints such as --zero_stage too) is accepted."""
+    cls, base = CONFIGS_WITH_CHOICES[name]
+    cls, fields = _choice_fields(cls)
+    assert fields, f"{name}: no field has choices"
+    for flag, choices in fields.items():
+        with pytest.raises(ConfigError) as e:
+            parse_config(cls, [*base, f"--{flag}", "not-a-choice"], prog="test")
+        # (an alias such as --evaluation_strategy is reported under the name it resolves to)
+        expected = rf"--\w+ 'not-a-choice' is not valid: choose one of {re.escape(', '.join(map(str, choices)))}"
+        assert re.fullmatch(expected, str(e.value)) or f"--{flag} expects int" in str(e.value), str(e.value)
+        for choice in choices:
+            cfg, _ = parse_config(cls, [*base, f"--{flag}", str(choice)], prog="test")
+
+
+def test_zero_stage_choices_are_ints():
+    with pytest.raises(ConfigError, match=r"--zero_stage 4 is not valid: choose one of 0, 1, 2, 3"):
+        parse(["--zero_stage", "4"])
+    assert parse(["--zero_stage", "3"]).runtime.zero_stage == 3
+
+
+def test_choices_checked_when_a_section_is_built_directly():
+    from hpc_bert.config.pretrain import ModelConfig
+    with pytest.raises(ConfigError, match="--hidden_act 'tanh' is not valid: choose one of gelu, relu, gelu_new, silu"):
+        ModelConfig(hidden_act="tanh")

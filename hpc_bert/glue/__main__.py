@@ -7,8 +7,9 @@
         fine-tune run I (a SLURM array task passes $SLURM_ARRAY_TASK_ID), or every run in
         turn without --index; runs whose results.json exists are skipped (requeue-safe)
         (runs with start_from, round two, start from the best first-round run's model)
-    aggregate DIR [--exclude_from_average WNLI] [--output_dir DIR]
-        DIR/glue_results.md and .csv from every results.json under DIR/glue/ (or DIR)
+    aggregate RUN_DIR [--exclude_from_average WNLI] [--output_dir DIR]
+        RUN_DIR/glue_results.md and .csv from every results.json under RUN_DIR/glue/ (or,
+        without one, under RUN_DIR: any folder of finetune output dirs)
     submission RUN_DIR [--checkpoint final] [--output FILE.zip]
         the GLUE server's zip from the --do_predict files of each task's chosen run
 """
@@ -60,6 +61,8 @@ class SubmissionArgs:
 
 
 def _split_positional(argv: list[str], what: str, usage: str) -> tuple[str, list[str]]:
+    if any(a in ("-h", "--help") for a in argv):  # the flag parser prints the help and exits 0
+        return "", argv
     if not argv or argv[0].startswith("-"):
         if "--config" in argv[:-1]:  # accept `--config FILE` as well as the positional
             i = argv.index("--config")

@@ -19,10 +19,7 @@ from typing import Sequence
 from hpc_bert.errors import UserError
 from hpc_bert.glue.grid import GLUE_SUBDIR, budget_fraction, checkpoint_sort_key, format_lr
 from hpc_bert.glue.tasks import DEFAULT_EXCLUDED_FROM_AVERAGE, TASK_ORDER, TASKS
-from hpc_bert.layout import GLUE_RESULTS as RESULTS_FILE
-
-MARKDOWN_FILE = "glue_results.md"
-CSV_FILE = "glue_results.csv"
+from hpc_bert.layout import GLUE_RESULTS as RESULTS_FILE, GLUE_TABLE_CSV as CSV_FILE, GLUE_TABLE_MD as MARKDOWN_FILE
 
 
 @dataclass

@@ -30,6 +30,7 @@ from hpc_bert.glue.steps import capped_warmup, training_steps
 from hpc_bert.glue.submission import write_predictions
 from hpc_bert.glue.tasks import HUB_DATASET, TASK_ORDER, Example, TaskSpec, get_task, load_task, load_test
 from hpc_bert.layout import GLUE_RESULTS as RESULTS_FILE
+
 STRATEGIES = ("no", "steps", "epoch")
 SCHEDULERS = ("linear", "polynomial", "cosine", "constant", "constant_with_warmup", "inverse_sqrt")
 # The subset picked by --max_train_samples is the same for every --seed, so seeds differ
@@ -162,18 +163,11 @@ def check_checkpoint(path: str, what: str) -> None:
 
 
 def load_tokenizer(cfg: FinetuneConfig):
-    from transformers import AutoTokenizer
+    """The fine-tuning tokenizer: --tokenizer_name, else the checkpoint's own (data/tokenizer.py loads it)."""
+    from hpc_bert.data import tokenizer as data_tokenizer
     source = cfg.tokenizer_name or cfg.model_name_or_path
     check_checkpoint(source, "--tokenizer_name" if cfg.tokenizer_name else "--model_name_or_path")
-    try:
-        tok = AutoTokenizer.from_pretrained(source)
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"cannot load a tokenizer from {source} ({first}): save one there with "
-                        "save_pretrained, or pass --tokenizer_name DIR") from None
-    if tok.pad_token is None:
-        raise UserError(f"the tokenizer of {source} has no padding token: set one (e.g. [PAD]) and save it again")
-    return tok
+    return data_tokenizer.load_tokenizer(source)
 
 
 def load_model(cfg: FinetuneConfig, task: TaskSpec, tokenizer=None, label_ids: list[int] | None = None):

@@ -26,11 +26,11 @@ from typing import Any, Sequence
 from hpc_bert.config.flags import build_config, read_yaml
 from hpc_bert.errors import ConfigError, UserError
 from hpc_bert.layout import FINAL_NAME, FINETUNE_DIR, MARKER_PREFIX, marker_name  # noqa: F401
+from hpc_bert.layout import GLUE_DIR as GLUE_SUBDIR
 from hpc_bert.glue.finetune import RESULTS_FILE, FinetuneConfig
 from hpc_bert.glue.tasks import DEFAULT_EXCLUDED_FROM_AVERAGE, TASK_ORDER, get_task
 
 CHECKPOINTS_SUBDIR = FINETUNE_DIR
-GLUE_SUBDIR = "glue"
 # Flags the grid itself sets for every run; the `finetune:` section may not set them.
 GRID_OWNED = ("model_name_or_path", "task_name", "learning_rate", "seed", "output_dir",
               "per_device_train_batch_size", "num_train_epochs", "data_dir")

@@ -13,32 +13,27 @@ import subprocess
 import sys
 import time
 
+from hpc_bert import runenv
 from hpc_bert.errors import EXIT_REQUEUE
 
-LOCAL_REQUEUE_EXIT = 144  # submitit's LocalExecutor relaunches tasks that exit with it
 
-
-def _slurm_end_time(job_id: str) -> float | None:
-    """Unix time at which SLURM will end this allocation (its EndTime), if it says."""
-    try:
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%e"], capture_output=True, text=True,
-                             timeout=30).stdout.strip().splitlines()
-        if out and out[0] not in ("N/A", "Unknown", "NONE"):
-            return time.mktime(time.strptime(out[0], "%Y-%m-%dT%H:%M:%S"))
-    except (OSError, subprocess.SubprocessError, ValueError):
-        pass
-    return None
-
-
-def _export_distributed_env() -> tuple[int, str, bool]:
-    """Rank variables for the trainer from submitit's view of the job; returns (rank, job id, local?)."""
+def _export_run_env() -> tuple[int, str, bool]:
+    """Rank variables and the allocation deadline for the trainer, from submitit's public view of
+    the job (JobEnvironment); returns (rank, job id, local?)."""
     import submitit
     env = submitit.JobEnvironment()
-    local = "SUBMITIT_LOCAL_JOB_ID" in os.environ
+    local = env.cluster == "local"
     hosts = env.hostnames if not local else ["127.0.0.1"]
     os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks), LOCAL_RANK=str(env.local_rank),
                       MASTER_ADDR=os.environ.get("MASTER_ADDR") or hosts[0],
-                      MASTER_PORT=os.environ.get("MASTER_PORT", str(20000 + int(str(env.job_id).split("_")[0]) % 20000)))
+                      MASTER_PORT=os.environ.get("MASTER_PORT") or str(runenv.master_port(env.job_id)))
+    if local:  # the LocalExecutor's emulated time limit, counted from this (re)start
+        timeout_s = float(os.environ.get("SUBMITIT_LOCAL_TIMEOUT_S", "0") or 0)
+        end = time.time() + timeout_s if timeout_s else None
+    else:
+        end = runenv.slurm_end_time(str(env.job_id))
+    if end:
+        os.environ[runenv.DEADLINE_ENV] = str(end)
     return env.global_rank, str(env.job_id), local
 
 
@@ -63,14 +58,7 @@ class PretrainJob:
 
     def __call__(self) -> int:
         os.chdir(self.workdir)
-        rank, job_id, local = _export_distributed_env()
-        end = None
-        if local:
-            end = time.time() + float(os.environ.get("SUBMITIT_LOCAL_TIMEOUT_S", "0") or 0) or None
-        else:
-            end = _slurm_end_time(job_id.split("_")[0])
-        if end:
-            os.environ["HPC_BERT_ALLOCATION_END"] = str(end)
+        rank, job_id, local = _export_run_env()
         from hpc_bert import train
         try:
             rc = train.main(self.train_argv)
@@ -86,7 +74,8 @@ class PretrainJob:
                 raise RuntimeError(f"requeue limit {self.max_requeues} reached before the budget was spent: "
                                    "resubmit the same command to continue from the last checkpoint")
             if local:
-                sys.exit(LOCAL_REQUEUE_EXIT)
+                from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE  # the LocalExecutor relaunches on it
+                sys.exit(LOCAL_REQUEUE_RETURN_CODE)
             if rank == 0:
                 # SLURM puts the job back in the queue and ends this allocation (as submitit does).
                 subprocess.run(["scontrol", "requeue", job_id.split("_")[0]], check=False, timeout=60)

@@ -14,9 +14,9 @@ import os
 import socket
 import time
 
+from hpc_bert import runenv
 from hpc_bert.errors import UserError
-
-LOCK_NAME = ".hpc_bert.lock"
+from hpc_bert.layout import LOCK_NAME
 
 
 def _describe(owner: dict) -> str:
@@ -55,7 +55,7 @@ class RunLock:
         if previous.get("pid"):
             self.took_over = previous
         record = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "job_id": os.environ.get("SLURM_JOB_ID", ""), "since": time.time()}
+                  "job_id": runenv.job_id() or "", "since": time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
         os.fsync(fd)

@@ -10,7 +10,7 @@ from hpc_bert.pretrain.checkpoint import find_latest
 from hpc_bert.pretrain.clock import Ledger
 from hpc_bert.errors import UserError, exit_on_user_error
 from hpc_bert.pretrain.events import read_events
-from hpc_bert.layout import FINETUNE_DIR
+from hpc_bert.layout import FINETUNE_DIR, GLUE_TABLE_MD, LEDGER_NAME
 
 
 def _fmt_wall(t: float | None) -> str:
@@ -23,7 +23,7 @@ def render(run_dir: str) -> str:
     ledger = Ledger.load(run_dir)
     lines = [f"run dir: {run_dir}"]
     if ledger is None:
-        lines.append("no ledger yet (budget.json): the job has not started training")
+        lines.append(f"no ledger yet ({LEDGER_NAME}): the job has not started training")
     else:
         t = ledger.totals()
         lines.append(f"budget: {ledger.budget_s / 3600:g} h; spent {t['elapsed_s'] / 3600:.3f} h "
@@ -64,7 +64,7 @@ def render(run_dir: str) -> str:
     latest = find_latest(run_dir)
     if latest:
         lines.append(f"newest training checkpoint: {latest['tag']} at {latest['elapsed_s']:.1f} s")
-    table = os.path.join(run_dir, "glue_results.md")
+    table = os.path.join(run_dir, GLUE_TABLE_MD)
     if os.path.exists(table):
         lines += ["", "GLUE:", open(table).read().rstrip()]
     return "\n".join(lines)
@@ -100,7 +100,8 @@ def plot(run_dir: str, out: str) -> None:
 
 @exit_on_user_error
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hpc_bert.status", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m hpc_bert.status", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("run_dir")
     p.add_argument("--plot", help="write a PNG of LR and loss against budget hours")
     args = p.parse_args(argv)

@@ -25,16 +25,13 @@ from hpc_bert.testing import faults
 from hpc_bert.atomic import fsync_path, write_json_atomic
 from hpc_bert.pretrain.distributed import barrier
 from hpc_bert.errors import UserError
-from hpc_bert.layout import FINETUNE_DIR
+from hpc_bert.layout import CHECKPOINT_META, CHECKPOINT_POINTER, CHECKPOINTS_DIR, FINETUNE_DIR, FINETUNE_META
 
-CHECKPOINTS = "checkpoints"
-POINTER = "latest.json"
-META = "meta.json"
 TAG_RE = re.compile(r"^step_(\d{9})$")
 
 
 def checkpoints_dir(run_dir: str) -> str:
-    return os.path.join(run_dir, CHECKPOINTS)
+    return os.path.join(run_dir, CHECKPOINTS_DIR)
 
 
 def tag_for(step: int) -> str:
@@ -46,12 +43,12 @@ def complete_checkpoints(run_dir: str) -> list[str]:
     root = checkpoints_dir(run_dir)
     if not os.path.isdir(root):
         return []
-    tags = [t for t in os.listdir(root) if TAG_RE.match(t) and os.path.isfile(os.path.join(root, t, META))]
+    tags = [t for t in os.listdir(root) if TAG_RE.match(t) and os.path.isfile(os.path.join(root, t, CHECKPOINT_META))]
     return sorted(tags)
 
 
 def read_meta(run_dir: str, tag: str) -> dict:
-    with open(os.path.join(checkpoints_dir(run_dir), tag, META)) as fh:
+    with open(os.path.join(checkpoints_dir(run_dir), tag, CHECKPOINT_META)) as fh:
         return json.load(fh)
 
 
@@ -61,7 +58,7 @@ def find_latest(run_dir: str) -> dict | None:
     if not tags:
         return None
     try:
-        with open(os.path.join(checkpoints_dir(run_dir), POINTER)) as fh:
+        with open(os.path.join(checkpoints_dir(run_dir), CHECKPOINT_POINTER)) as fh:
             tag = json.load(fh)["tag"]
         if tag in tags and tag == tags[-1]:
             return read_meta(run_dir, tag)
@@ -115,7 +112,7 @@ def save_training_checkpoint(engine, run_dir: str, rank: int, step: int, meta: d
     root = checkpoints_dir(run_dir)
     tag = tag_for(step)
     final = os.path.join(root, tag)
-    if os.path.isfile(os.path.join(final, META)):
+    if os.path.isfile(os.path.join(final, CHECKPOINT_META)):
         return tag  # already saved at this step (e.g. a periodic save right before a stop)
     partial = tag + ".partial"
     if rank == 0:
@@ -130,12 +127,12 @@ def save_training_checkpoint(engine, run_dir: str, rank: int, step: int, meta: d
     faults.at("save", step)  # tests: a signal, or a kill, in the middle of a save
     if rank == 0:
         _fsync_tree(os.path.join(root, partial))
-        write_json_atomic(os.path.join(root, partial, META), {**meta, "tag": tag, "elapsed_s": elapsed_now(),
+        write_json_atomic(os.path.join(root, partial, CHECKPOINT_META), {**meta, "tag": tag, "elapsed_s": elapsed_now(),
                                                               "saved_wall": time.time()})
         os.rename(os.path.join(root, partial), final)
         fsync_path(root)
         saved = read_meta(run_dir, tag)
-        write_json_atomic(os.path.join(root, POINTER), {"tag": tag, "step": step, "elapsed_s": saved["elapsed_s"]})
+        write_json_atomic(os.path.join(root, CHECKPOINT_POINTER), {"tag": tag, "step": step, "elapsed_s": saved["elapsed_s"]})
         for old in complete_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(os.path.join(root, old), ignore_errors=True)
     barrier()
@@ -164,7 +161,7 @@ def finetune_dir(run_dir: str, name: str) -> str:
 
 
 def finetune_checkpoint_exists(run_dir: str, name: str) -> bool:
-    return os.path.isfile(os.path.join(finetune_dir(run_dir, name), "hpc_bert_meta.json"))
+    return os.path.isfile(os.path.join(finetune_dir(run_dir, name), FINETUNE_META))
 
 
 def save_finetune_checkpoint(hf_model, tokenizer, run_dir: str, name: str, meta: dict) -> str:
@@ -177,7 +174,7 @@ def save_finetune_checkpoint(hf_model, tokenizer, run_dir: str, name: str, meta:
     os.makedirs(tmp)
     hf_model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    write_json_atomic(os.path.join(tmp, "hpc_bert_meta.json"), meta)
+    write_json_atomic(os.path.join(tmp, FINETUNE_META), meta)
     _fsync_tree(tmp)
     shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover without meta
     os.rename(tmp, final)

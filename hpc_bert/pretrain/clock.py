@@ -20,15 +20,14 @@ import contextlib
 import dataclasses
 import json
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from hpc_bert import runenv
 from hpc_bert.atomic import write_json_atomic
 from hpc_bert.errors import UserError
-
-LEDGER_NAME = "budget.json"
+from hpc_bert.layout import LEDGER_NAME
 LEDGER_VERSION = 1
 END_REASONS = ("budget_done", "timeout", "preempted", "signal", "crash", "early_stop", "early_exit", "error")
 PHASES = ("train", "validation", "checkpoint")
@@ -198,16 +197,14 @@ class Ledger:
             prev = self.allocations[-1]
             prev.lost_s += max(0.0, prev.elapsed_last_s - resumed_elapsed_s)
         if job_id is None:
-            job_id = os.environ.get("SLURM_JOB_ID") or (f"local-{os.environ['SUBMITIT_LOCAL_JOB_ID']}"
-                                                         if "SUBMITIT_LOCAL_JOB_ID" in os.environ
-                                                         else f"pid-{os.getpid()}")
+            job_id = runenv.job_id() or f"pid-{os.getpid()}"
         if restart_count is None:  # SLURM counts requeues; elsewhere count the run's earlier allocations
-            restart_count = int(os.environ["SLURM_RESTART_COUNT"] if "SLURM_JOB_ID" in os.environ
-                                and "SLURM_RESTART_COUNT" in os.environ
-                                else 0 if "SLURM_JOB_ID" in os.environ else len(self.allocations))
+            restart_count = runenv.restart_count()
+            if restart_count is None:
+                restart_count = len(self.allocations)
         alloc = Allocation(
             job_id=job_id, restart_count=restart_count,
-            hosts=hosts or [socket.gethostname()],
+            hosts=hosts or runenv.hosts(),
             start_wall=start_wall if start_wall is not None else time.time(),
             startup_s=startup_s, elapsed_begin_s=resumed_elapsed_s, elapsed_last_s=resumed_elapsed_s,
             elapsed_saved_s=resumed_elapsed_s, step_begin=step, step_last=step)

@@ -1,76 +1,22 @@
 """Process-group setup and the stop flag: all the trainer knows about its environment.
 
-Rank, world size and master address come from torch.distributed's variables (torchrun)
-or, when absent, from SLURM's (srun, one task per GPU). The trainer sees no other SLURM
-detail: a stop flag set by signals, and an optional allocation deadline
-(``HPC_BERT_ALLOCATION_END``, unix seconds) that the launcher exports.
+Rank, world size and master address come from hpc_bert/runenv.py (torchrun's variables, or
+SLURM's for srun tasks). The trainer sees no other SLURM detail: a stop flag set by signals,
+and an optional allocation deadline (runenv.allocation_end) that the launcher exports.
 """
 from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-DEADLINE_ENV = "HPC_BERT_ALLOCATION_END"
+# The rank layout, the master address and port, and the deadline are run-environment facts.
+from hpc_bert.runenv import DEADLINE_ENV, DistEnv, allocation_end, resolve_host  # noqa: F401 (re-exported)
+from hpc_bert.runenv import dist_env as detect_env
 
 SIGNAL_REASONS = {signal.SIGUSR2: "timeout", signal.SIGTERM: "preempted", signal.SIGINT: "signal"}
-
-
-@dataclass
-class DistEnv:
-    rank: int
-    world_size: int
-    local_rank: int
-    master_addr: str
-    master_port: int
-
-
-def _first_host(nodelist: str) -> str:
-    try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
-                             text=True, timeout=30, check=True).stdout.split()
-        if out:
-            return out[0]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return nodelist.split(",")[0].split("[")[0]
-
-
-def resolve_host(host: str) -> str:
-    """An address for ``host``: DNS, else SLURM's NodeAddr (test clusters name nodes n1, n2)."""
-    try:
-        socket.gethostbyname(host)
-        return host
-    except OSError:
-        pass
-    try:
-        out = subprocess.run(["scontrol", "show", "node", host, "-o"], capture_output=True, text=True,
-                             timeout=30).stdout
-        for item in out.split():
-            if item.startswith("NodeAddr="):
-                return item.split("=", 1)[1]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return host
-
-
-def detect_env() -> DistEnv:
-    env = os.environ
-    if "RANK" in env and "WORLD_SIZE" in env:
-        return DistEnv(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)),
-                       env.get("MASTER_ADDR", "127.0.0.1"), int(env.get("MASTER_PORT", 29500)))
-    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env and "SLURM_STEP_ID" in env:
-        job = int(env.get("SLURM_JOB_ID", "0") or 0)
-        return DistEnv(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)),
-                       env.get("MASTER_ADDR") or _first_host(env.get("SLURM_STEP_NODELIST",
-                                                                     env.get("SLURM_JOB_NODELIST", "127.0.0.1"))),
-                       int(env.get("MASTER_PORT", 20000 + job % 20000)))
-    return DistEnv(0, 1, 0, "127.0.0.1", int(env.get("MASTER_PORT", 29500)))
 
 
 def init_distributed(denv: DistEnv) -> str:
@@ -154,11 +100,3 @@ class StopFlag:
     @staticmethod
     def reason(code: float) -> str | None:
         return StopFlag.CODES[int(code)]
-
-
-def allocation_end() -> float | None:
-    raw = os.environ.get(DEADLINE_ENV, "").strip()
-    try:
-        return float(raw) if raw else None
-    except ValueError:
-        return None

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-METRICS = "metrics.jsonl"
+from hpc_bert.layout import METRICS_NAME, TENSORBOARD_DIR
 
 
 class EventLog:
@@ -24,11 +24,11 @@ class EventLog:
         if not enabled:
             return
         os.makedirs(run_dir, exist_ok=True)
-        self._fh = open(os.path.join(run_dir, METRICS), "a", buffering=1)
+        self._fh = open(os.path.join(run_dir, METRICS_NAME), "a", buffering=1)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self._tb = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+                self._tb = SummaryWriter(os.path.join(run_dir, TENSORBOARD_DIR))
             except ImportError:  # tensorboard is optional at run time
                 self._tb = None
         if progress_bar and sys.stderr.isatty():
@@ -66,7 +66,7 @@ class EventLog:
 
 
 def read_events(run_dir: str) -> list[dict]:
-    path = os.path.join(run_dir, METRICS)
+    path = os.path.join(run_dir, METRICS_NAME)
     if not os.path.exists(path):
         return []
     out = []

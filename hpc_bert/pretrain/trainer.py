@@ -204,8 +204,7 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
         ledger = Ledger(run_dir, s.budget_s)
     startup_s = time.time() - PROCESS_START
     if rank == 0:
-        ledger.begin_allocation(resumed_elapsed_s=elapsed0, step=state.step, startup_s=startup_s,
-                                hosts=sorted({os.uname().nodename}))
+        ledger.begin_allocation(resumed_elapsed_s=elapsed0, step=state.step, startup_s=startup_s)
     log(rank, f"model {n_params / 1e6:.2f}M params ({cfg.model.encoder_ln_mode}, {cfg.model.num_hidden_layers}x"
               f"{cfg.model.hidden_size}, vocab {vocab_size}); world size {world} on {device}; batch "
               f"{cfg.optim.train_batch_size} = {cfg.optim.train_micro_batch_size_per_gpu} micro x {accum} accum x "
