@@ -11,7 +11,8 @@ RUN_DIR/
   checkpoints/               training checkpoints: step_<9 digits>/meta.json, latest.json
   finetune_checkpoints/      HF dirs marker_<fraction>/ and final/, each with hpc_bert_meta.json
   submitit/                  submitit's job folder (scripts, pickles, logs)
-  glue/                      GLUE runs: <checkpoint>/<task>/<lr_seed>/results.json
+  glue/                      GLUE runs: <checkpoint>/<task>/<lr_seed>/results.json (+ predictions_<split>.tsv)
+  glue_submission_<ckpt>.zip the GLUE server's zip (python -m hpc_bert.glue submission)
   glue_results.md / .csv     the GLUE table
 """
 from __future__ import annotations
@@ -37,3 +38,16 @@ COMPILE_CACHE_DIR = "compile_cache"    # Inductor's cache for --compile, kept ac
 
 def marker_name(fraction: float) -> str:
     return f"{MARKER_PREFIX}{fraction:g}"
+
+
+# GLUE: RUN_DIR/glue/<checkpoint>/<task>/<run>/ holds results.json and, with --do_predict, one
+# predictions file per test split; `glue submission` zips the chosen runs' files for the server.
+PREDICTIONS_PREFIX = "predictions_"
+
+
+def predictions_name(split: str) -> str:
+    return f"{PREDICTIONS_PREFIX}{split}.tsv"  # e.g. predictions_test_matched.tsv
+
+
+def submission_name(checkpoint: str) -> str:
+    return f"glue_submission_{checkpoint}.zip"

@@ -113,5 +113,5 @@ def test_broken_and_unscored_results_are_skipped_with_a_note(run_dir, capsys):
 
 def test_no_results_is_one_clear_line(tmp_path):
     os.makedirs(tmp_path / "glue")
-    with pytest.raises(UserError, match="no results.json with scores under .*run the GLUE grid first"):
+    with pytest.raises(UserError, match="no results.json with scores anywhere under .*run the GLUE grid first"):
         agg.collect(str(tmp_path))

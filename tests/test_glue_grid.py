@@ -143,3 +143,44 @@ def test_cli_expand_table_index_and_count(tmp_path, capsys):
     # Without --run_dir, explicit checkpoint folders write under runs/glue_<config name>.
     assert glue_main(["expand", config, "--checkpoints", str(tmp_path / "ck")]) == 0
     assert os.path.join("runs", "glue_grid", "glue", "ck", "SST-2") in capsys.readouterr().out
+
+
+def test_start_from_makes_a_second_round_waiting_on_its_origin_runs(tmp_path):
+    grid = g.load_grid(write(tmp_path, "tasks: [MNLI, SST-2, RTE, STS-B]\nseeds: [1, 2]\nlearning_rates: [1.0e-4]\n"
+                                       "start_from: {rte: MNLI, STS-B: mnli}\n"))
+    assert grid.start_from == {"RTE": "MNLI", "STS-B": "MNLI"}
+    runs = g.expand(grid, [("marker_0.5", "/ck/marker_0.5"), ("final", "/ck/final")], str(tmp_path))
+    first, second, origins = g.rounds(runs)
+    assert [runs[i].task for i in first] == ["MNLI", "MNLI", "SST-2", "SST-2"] * 2
+    assert [runs[i].task for i in second] == ["RTE", "RTE", "STS-B", "STS-B"] * 2
+    assert [(runs[i].checkpoint, runs[i].task) for i in origins] == [("marker_0.5", "MNLI")] * 2 + [("final", "MNLI")] * 2
+    mnli, sst, rte = runs[0], runs[2], runs[4]
+    assert "--save_model" in mnli.argv and "--save_model" not in sst.argv  # only origins keep their model
+    assert rte.start_from == "MNLI" and rte.argv[rte.argv.index("--ignore_mismatched_sizes") + 1] == "true"
+    assert rte.argv_from("/m")[:2] == ["--model_name_or_path", "/m"] and rte.argv_from("/m")[2:] == rte.argv[2:]
+    with pytest.raises(UserError, match="needs a finished MNLI run"):
+        g.best_source_model(str(tmp_path), rte)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("tasks: [MNLI, RTE]\nstart_from: {RTE: QQP}\n", "not in `tasks`"),
+    ("tasks: [MNLI, RTE]\nstart_from: {RTE: RTE}\n", "first-round task"),
+    ("tasks: [MNLI, RTE, MRPC]\nstart_from: {RTE: MNLI, MRPC: RTE}\n", "first-round task"),
+    ("tasks: [MNLI, RTE]\nstart_from: [RTE, MNLI]\n", "mapping such as"),
+])
+def test_bad_start_from_is_one_clear_line(tmp_path, text, message):
+    with pytest.raises(UserError, match=message):
+        g.load_grid(write(tmp_path, text))
+
+
+def test_best_source_model_is_the_highest_scoring_saved_run(tmp_path):
+    import json
+    grid = g.load_grid(write(tmp_path, "tasks: [MNLI, RTE]\nseeds: [1, 2, 3]\nlearning_rates: [1.0e-4]\n"
+                                       "start_from: {RTE: MNLI}\n"))
+    runs = g.expand(grid, [("final", "/ck/final")], str(tmp_path))
+    for run, score in zip(runs[:3], (0.5, 0.9, 0.7)):
+        os.makedirs(run.output_dir)
+        with open(os.path.join(run.output_dir, "results.json"), "w") as fh:
+            json.dump({"task": "MNLI", "score": score, "learning_rate": 1e-4, "seed": run.seed}, fh)
+        open(os.path.join(run.output_dir, "config.json"), "w").write("{}")
+    assert g.best_source_model(str(tmp_path), runs[3]) == runs[1].output_dir

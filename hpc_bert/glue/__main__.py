@@ -1,4 +1,4 @@
-"""python -m hpc_bert.glue {expand,run,aggregate}
+"""python -m hpc_bert.glue {expand,run,aggregate,submission}
 
     expand CONFIG [--run_dir RUN_DIR] [--checkpoints A,B] [--data_dir D] [--index I | --count]
         table of array index -> run; with --index, that run's finetune command line;
@@ -6,12 +6,17 @@
     run CONFIG [same flags] [--index I] [--force]
         fine-tune run I (a SLURM array task passes $SLURM_ARRAY_TASK_ID), or every run in
         turn without --index; runs whose results.json exists are skipped (requeue-safe)
+        (runs with start_from, round two, start from the best first-round run's model)
     aggregate RUN_DIR [--exclude_from_average WNLI] [--output_dir DIR]
-        RUN_DIR/glue_results.md and .csv from RUN_DIR/glue/**/results.json
+        RUN_DIR/glue_results.md and .csv from every results.json under RUN_DIR/glue/ (or,
+        without one, under RUN_DIR: any folder of finetune output dirs)
+    submission RUN_DIR [--checkpoint final] [--output FILE.zip]
+        the GLUE server's zip from the --do_predict files of each task's chosen run
 """
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 
@@ -21,7 +26,7 @@ from hpc_bert.glue import aggregate as agg
 from hpc_bert.glue import grid as glue_grid
 from hpc_bert.glue.tasks import get_task
 
-COMMANDS = ("expand", "run", "aggregate")
+COMMANDS = ("expand", "run", "aggregate", "submission")
 
 
 @dataclass
@@ -47,6 +52,12 @@ class AggregateArgs:
 
     def __post_init__(self):
         self.exclude_from_average = tuple(get_task(t).name for t in self.exclude_from_average if t)
+
+
+@dataclass
+class SubmissionArgs:
+    checkpoint: str = field("final", help="the table row (fine-tune checkpoint) whose runs are submitted")
+    output: str | None = field(None, help="zip to write (default: RUN_DIR/glue_submission_<checkpoint>.zip)")
 
 
 def _split_positional(argv: list[str], what: str, usage: str) -> tuple[str, list[str]]:
@@ -84,6 +95,10 @@ def cmd_expand(argv: list[str]) -> int:
         print(_pick(runs, args.index).command())
     else:
         print(f"# {len(runs)} runs (SLURM --array=0-{len(runs) - 1}); results under {run_dir}/{glue_grid.GLUE_SUBDIR}/")
+        first, second, _ = glue_grid.rounds(runs)
+        if second:
+            print(f"# round two (start_from): {len(second)} runs, run after the first round's {len(first)} "
+                  "(python -m hpc_bert.submit submits them as a second array)")
         print(glue_grid.format_table(runs))
     return 0
 
@@ -94,7 +109,9 @@ def cmd_run(argv: list[str]) -> int:
     config_path, rest = _split_positional(argv, "CONFIG", "python -m hpc_bert.glue run CONFIG --run_dir RUN_DIR --index I")
     args, _ = parse_config(GridArgs, rest, prog="python -m hpc_bert.glue run")
     runs, _run_dir = _runs(config_path, args)
-    chosen = [_pick(runs, args.index)] if args.index is not None else runs
+    # Without --index every run in turn, round two after the runs it starts from.
+    chosen = [_pick(runs, args.index)] if args.index is not None else (glue_grid.first_round(runs)
+                                                                        + glue_grid.second_round(runs))
     for run in chosen:
         if run.done and not args.force:
             print(f"hpc_bert: run {run.index} ({run.checkpoint} {run.task} lr {glue_grid.format_lr(run.learning_rate)} "
@@ -103,9 +120,11 @@ def cmd_run(argv: list[str]) -> int:
         if not os.path.isdir(run.checkpoint_path):
             raise UserError(f"checkpoint {run.checkpoint_path} does not exist: pretraining has not saved "
                             f"{run.checkpoint!r} (not reached yet, or the run stopped early); check --checkpoints")
-        print(f"hpc_bert: run {run.index}/{len(runs)}: {run.command()}", flush=True)
+        argv = run.argv_from(glue_grid.best_source_model(_run_dir, run)) if run.start_from else run.argv
+        print(f"hpc_bert: run {run.index}/{len(runs)}: {shlex.join(['python', '-m', 'hpc_bert.finetune', *argv])}",
+              flush=True)
         # Finetune validates its own flags; --force maps onto its overwrite flag.
-        cfg, _ = parse_config(finetune.FinetuneConfig, run.argv + (["--overwrite_output_dir"] if args.force else []),
+        cfg, _ = parse_config(finetune.FinetuneConfig, argv + (["--overwrite_output_dir"] if args.force else []),
                               prog="python -m hpc_bert.finetune")
         record = finetune.run(cfg)
         shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in record["scores"].items())
@@ -123,6 +142,14 @@ def cmd_aggregate(argv: list[str]) -> int:
     return 0
 
 
+def cmd_submission(argv: list[str]) -> int:
+    from hpc_bert.glue.submission import submission
+    run_dir, rest = _split_positional(argv, "RUN_DIR", "python -m hpc_bert.glue submission RUN_DIR [--checkpoint final]")
+    args, _ = parse_config(SubmissionArgs, rest, prog="python -m hpc_bert.glue submission")
+    submission(run_dir, args.checkpoint, args.output)
+    return 0
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -132,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         raise UserError(f"unknown command {command!r}: choose one of {', '.join(COMMANDS)}")
-    return {"expand": cmd_expand, "run": cmd_run, "aggregate": cmd_aggregate}[command](rest)
+    return {"expand": cmd_expand, "run": cmd_run, "aggregate": cmd_aggregate,
+            "submission": cmd_submission}[command](rest)
 
 
 if __name__ == "__main__":

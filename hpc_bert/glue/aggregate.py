@@ -9,7 +9,6 @@ default. Rows are sorted by budget fraction, so the table reads as quality again
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import os
 import statistics
@@ -20,7 +19,7 @@ from typing import Sequence
 from hpc_bert.errors import UserError
 from hpc_bert.glue.grid import GLUE_SUBDIR, budget_fraction, checkpoint_sort_key, format_lr
 from hpc_bert.glue.tasks import DEFAULT_EXCLUDED_FROM_AVERAGE, TASK_ORDER, TASKS
-from hpc_bert.layout import GLUE_RESULTS, GLUE_TABLE_CSV as CSV_FILE, GLUE_TABLE_MD as MARKDOWN_FILE
+from hpc_bert.layout import GLUE_RESULTS as RESULTS_FILE, GLUE_TABLE_CSV as CSV_FILE, GLUE_TABLE_MD as MARKDOWN_FILE
 
 
 @dataclass
@@ -34,6 +33,8 @@ class TaskResult:
     columns: dict[str, float]         # median table columns, e.g. {'MNLI-m': .., 'MNLI-mm': ..}
     extras: dict[str, float]          # median secondary metrics, e.g. {'MRPC accuracy': ..}
     candidates: list[tuple[float, int | None, float, int]] = field(default_factory=list)  # lr, bs, median, n
+    runs: list[dict] = field(default_factory=list)   # the chosen setting's records, one per seed
+    start_from: str | None = None                    # round two: the task whose fine-tuned model it started from
 
 
 @dataclass
@@ -45,18 +46,28 @@ class CheckpointRow:
     averaged_columns: list[str]
 
 
+def checkpoint_of(rec: dict, path: str, root: str) -> str:
+    """The table row of a record: the folder name of the pretraining checkpoint it started from
+    (through a fine-tuned model it started from, for a second-round run)."""
+    origin = (rec.get("start_from") or {}).get("checkpoint") or rec.get("checkpoint")
+    if origin:
+        return os.path.basename(str(origin).rstrip("/")) or str(origin)
+    return os.path.relpath(path, root).split(os.sep)[0]
+
+
 def collect(run_dir: str) -> list[dict]:
-    """Every readable results.json under RUN_DIR/glue/<checkpoint>/<task>/<run>/ (or, given the
-    glue folder itself, under it). Unreadable files are reported and skipped: one crashed run
-    must not hide the rest of the table."""
+    """Every readable results.json anywhere under RUN_DIR/glue/ (or, without one, under RUN_DIR):
+    the grid's tree or the output dirs of hand-run finetune commands; each record names its task
+    and checkpoint. Unreadable files are reported and skipped: one crashed run must not hide the
+    rest of the table."""
     root = os.path.join(run_dir, GLUE_SUBDIR)
     if not os.path.isdir(root):
         if not os.path.isdir(run_dir):
             raise UserError(f"{run_dir} does not exist: pass the run dir whose {GLUE_SUBDIR}/ folder holds results")
         root = run_dir
     records = []
-    for path in sorted(glob.glob(os.path.join(root, "*", "*", "*", GLUE_RESULTS))):
-        checkpoint = os.path.relpath(path, root).split(os.sep)[0]
+    found = sorted(os.path.join(d, RESULTS_FILE) for d, _, files in os.walk(root) if RESULTS_FILE in files)
+    for path in found:
         try:
             with open(path) as fh:
                 rec = json.load(fh)
@@ -68,11 +79,12 @@ def collect(run_dir: str) -> list[dict]:
         if rec.get("score") is None:
             print(f"hpc_bert: note: skipping {path} (no evaluation score)", file=sys.stderr)
             continue
-        rec["_checkpoint"] = checkpoint
+        rec["_checkpoint"] = checkpoint_of(rec, path, root)
+        rec["_dir"] = os.path.dirname(path)
         records.append(rec)
     if not records:
-        raise UserError(f"no results.json with scores under {root}/<checkpoint>/<task>/<run>/: run the GLUE "
-                        "grid first (python -m hpc_bert.glue run CONFIG --run_dir RUN_DIR)")
+        raise UserError(f"no {RESULTS_FILE} with scores anywhere under {root}: run the GLUE grid first (python -m "
+                        "hpc_bert.glue run CONFIG --run_dir RUN_DIR), or pass the folder of finetune --output_dir's")
     return records
 
 
@@ -99,7 +111,9 @@ def choose_setting(task: str, records: Sequence[dict]) -> TaskResult:
             values = [r["metrics"][split][metric] for r in chosen if metric in r.get("metrics", {}).get(split, {})]
             if values:
                 extras[f"{spec.name} {metric}"] = _median(values)
-    return TaskResult(task, lr, bs, sorted(int(r["seed"]) for r in chosen), score, columns, extras, candidates)
+    starts = {(r.get("start_from") or {}).get("task") for r in chosen}
+    return TaskResult(task, lr, bs, sorted(int(r["seed"]) for r in chosen), score, columns, extras, candidates,
+                      chosen, starts.pop() if len(starts) == 1 else ", ".join(sorted(str(t) for t in starts)))
 
 
 def summarize(records: Sequence[dict], exclude: Sequence[str] = DEFAULT_EXCLUDED_FROM_AVERAGE) -> list[CheckpointRow]:
@@ -134,6 +148,10 @@ def render_markdown(rows: Sequence[CheckpointRow], run_dir: str, exclude: Sequen
              "corr.; STS-B: Spearman; MRPC, QQP: F1; others: accuracy. "
              f"GLUE avg: mean of {len(avg_cols)} column(s)"
              + (f", {', '.join(exclude)} left out as is common" if exclude else "") + ".", ""]
+    second = sorted({f"{t} from {res.start_from}" for row in rows for t, res in row.tasks.items() if res.start_from},
+                    key=lambda x: TASK_ORDER.index(x.split()[0]))
+    if second:  # MosaicBERT's two rounds: these started from a fine-tuned model, not the checkpoint
+        lines += [f"Started from the best fine-tuned run of another task (second round): {', '.join(second)}.", ""]
     head = ["checkpoint", "budget"] + columns + ["GLUE avg"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(columns) + 1)) + "|")
@@ -152,7 +170,8 @@ def render_markdown(rows: Sequence[CheckpointRow], run_dir: str, exclude: Sequen
             every = "; ".join(f"{format_lr(lr)}/{bs if bs is not None else '-'} {_pct(m)} ({n})"
                               for lr, bs, m, n in res.candidates)
             extras = ", ".join(f"{k.split(' ', 1)[1]} {_pct(v)}" for k, v in res.extras.items())
-            lines.append(f"| {row.checkpoint} | {task} | {format_lr(res.learning_rate)} | "
+            shown = f"{task} (from {res.start_from})" if res.start_from else task
+            lines.append(f"| {row.checkpoint} | {shown} | {format_lr(res.learning_rate)} | "
                          f"{res.batch_size if res.batch_size is not None else ''} | "
                          f"{','.join(map(str, res.seeds))} | {_pct(res.score, 2)} | {every} | {extras} |")
     return "\n".join(lines) + "\n"

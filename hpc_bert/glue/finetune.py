@@ -21,11 +21,14 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from hpc_bert.atomic import write_json_atomic
 from hpc_bert.config.flags import check_choices, field, flat_dict, parse_config
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
 from hpc_bert.glue import metrics as glue_metrics
 from hpc_bert.glue import prompt as glue_prompt
-from hpc_bert.glue.tasks import TASK_ORDER, Example, TaskSpec, get_task, load_task
+from hpc_bert.glue.steps import capped_warmup, training_steps
+from hpc_bert.glue.submission import write_predictions
+from hpc_bert.glue.tasks import HUB_DATASET, TASK_ORDER, Example, TaskSpec, get_task, load_task, load_test
 from hpc_bert.layout import GLUE_RESULTS as RESULTS_FILE
 
 STRATEGIES = ("no", "steps", "epoch")
@@ -41,10 +44,16 @@ class FinetuneConfig:
     tokenizer_name: str | None = field(None, help="tokenizer dir; default: --model_name_or_path")
     task_name: str | None = field(None, help=f"GLUE task: {', '.join(TASK_ORDER)}")
     data_dir: str | None = field(None, help="GLUE data root holding <TASK>/train.tsv; unset: the hub's glue set")
+    dataset_name: str = field(HUB_DATASET, help="without --data_dir: the hub data set, or a local copy of it "
+                                                "(save_to_disk folders or Parquet files under <config>/)")
     output_dir: str | None = field(None, help="where results.json goes")
     overwrite_output_dir: bool = field(False, help="replace results already in --output_dir")
     do_train: bool = field(False)
     do_eval: bool = field(False)
+    do_predict: bool = field(False, help="write test-set predictions (label strings; STS-B scores) next to "
+                                         "results.json, for python -m hpc_bert.glue submission")
+    ignore_mismatched_sizes: bool = field(False, help="load a checkpoint whose classifier head has another "
+                                                      "number of labels (e.g. STS-B from an MNLI model): new head")
     max_seq_length: int = field(128)
     max_train_samples: int | None = field(None, help="train on a fixed random subset of N examples")
     max_eval_samples: int | None = field(None, help="evaluate on a fixed random subset of N examples")
@@ -88,8 +97,8 @@ class FinetuneConfig:
             if not getattr(self, name):
                 raise ConfigError(f"--{name} is required")
         self.task_name = get_task(self.task_name).name
-        if not (self.do_train or self.do_eval):
-            raise ConfigError("nothing to do: pass --do_train and/or --do_eval")
+        if not (self.do_train or self.do_eval or self.do_predict):
+            raise ConfigError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
         if self.eval_strategy and self.evaluation_strategy and self.eval_strategy != self.evaluation_strategy:
             raise ConfigError(f"--eval_strategy {self.eval_strategy} and --evaluation_strategy "
                               f"{self.evaluation_strategy} disagree: pass only one")
@@ -188,21 +197,23 @@ def load_model(cfg: FinetuneConfig, task: TaskSpec, tokenizer=None, label_ids: l
     if not task.is_regression:
         kwargs["id2label"] = dict(enumerate(task.labels))
         kwargs["label2id"] = {label: i for i, label in enumerate(task.labels)}
-    return AutoModelForSequenceClassification.from_pretrained(cfg.model_name_or_path, **kwargs)
+    return AutoModelForSequenceClassification.from_pretrained(
+        cfg.model_name_or_path, ignore_mismatched_sizes=cfg.ignore_mismatched_sizes, **kwargs)
 
 
 class EncodedTask:
     """Tokenized examples as a map-style dataset of dicts; padding happens per batch."""
 
-    def __init__(self, encodings: dict[str, list], labels: list):
-        self.encodings, self.labels = encodings, labels
+    def __init__(self, encodings: dict[str, list], labels: list | None):
+        self.encodings, self.labels = encodings, labels  # labels None: a test set
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.encodings["input_ids"])
 
     def __getitem__(self, i: int) -> dict:
         item = {k: v[i] for k, v in self.encodings.items()}
-        item["labels"] = self.labels[i]
+        if self.labels is not None:
+            item["labels"] = self.labels[i]
         return item
 
 
@@ -217,7 +228,9 @@ def encode(examples: list[Example], task: TaskSpec, tokenizer, max_len: int, use
     enc = dict(tokenizer(texts_a, texts_b, truncation=True, max_length=max_len, padding=False))
     if not use_token_types:
         enc.pop("token_type_ids", None)
-    if task.is_regression:
+    if any(e.label == "" for e in examples):  # test files carry no labels
+        labels = None
+    elif task.is_regression:
         labels = [float(e.label) for e in examples]
     else:
         index = {label: i for i, label in enumerate(task.labels)}
@@ -225,14 +238,31 @@ def encode(examples: list[Example], task: TaskSpec, tokenizer, max_len: int, use
     return EncodedTask(enc, labels)
 
 
-def _atomic_write_json(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def check_head(cfg: FinetuneConfig, task: TaskSpec) -> None:
+    """A fine-tuned checkpoint's classifier head of another size needs --ignore_mismatched_sizes
+    (transformers would otherwise die with a long traceback after the data are read)."""
+    from transformers import AutoConfig
+    try:
+        model_config = AutoConfig.from_pretrained(cfg.model_name_or_path)
+    except Exception:
+        return  # load_model reports an unloadable checkpoint
+    has_head = any(a.endswith("ForSequenceClassification") for a in getattr(model_config, "architectures", None) or ())
+    if has_head and model_config.num_labels != task.num_labels and not cfg.prompt and not cfg.ignore_mismatched_sizes:
+        raise UserError(f"{cfg.model_name_or_path} has a classifier head of {model_config.num_labels} label(s) and "
+                        f"{task.name} needs {task.num_labels}: pass --ignore_mismatched_sizes to start {task.name} "
+                        "with a new head on that model")
+
+
+def start_record(model_path: str) -> dict | None:
+    """Where a run started from when its model is itself a fine-tuned run (results.json beside it):
+    that run's task and pretraining checkpoint, so the table files it under the right row."""
+    try:
+        with open(os.path.join(model_path, RESULTS_FILE)) as fh:
+            prev = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    origin = (prev.get("start_from") or {}).get("checkpoint") or prev.get("checkpoint")
+    return {"task": prev.get("task"), "checkpoint": origin, "model": model_path}
 
 
 def _eval_history(log_history: list[dict]) -> list[dict]:
@@ -250,6 +280,7 @@ def run(cfg: FinetuneConfig) -> dict:
     task = get_task(cfg.task_name)
     check_output_dir(cfg)
     check_checkpoint(cfg.model_name_or_path, "--model_name_or_path")
+    check_head(cfg, task)
     if cfg.fp16 or cfg.bf16:
         import torch
         if not torch.cuda.is_available():
@@ -259,7 +290,8 @@ def run(cfg: FinetuneConfig) -> dict:
     if cfg.prompt:  # the label words and the template's length, before data and model load
         label_ids = glue_prompt.label_token_ids(tokenizer, tuple(cfg.verbalizer.split(",")))
         glue_prompt.check_room(cfg.prompt_template, tokenizer, cfg.max_seq_length)
-    data = load_task(task, cfg.data_dir, with_train=cfg.do_train)
+    data = load_task(task, cfg.data_dir, with_train=cfg.do_train, dataset_name=cfg.dataset_name)
+    tests = load_test(task, cfg.data_dir, cfg.dataset_name) if cfg.do_predict else {}
 
     import torch
     import transformers
@@ -274,6 +306,15 @@ def run(cfg: FinetuneConfig) -> dict:
 
     train_set = encoded("train", cfg.max_train_samples) if cfg.do_train else None
     eval_sets = {s: encoded(s, cfg.max_eval_samples) for s in task.splits}
+    test_sets = {s: encode(examples, task, tokenizer, cfg.max_seq_length, use_types, cfg.prompt_template)
+                 for s, (_, examples) in tests.items()}
+    warmup = cfg.warmup_steps
+    if train_set is not None:
+        warmup, note = capped_warmup(cfg.warmup_steps, training_steps(
+            len(train_set), cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps,
+            cfg.num_train_epochs, cfg.max_steps))
+        if note:
+            print(f"hpc_bert: note: {note}", file=sys.stderr, flush=True)
 
     def compute(pred) -> dict[str, float]:
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
@@ -289,7 +330,7 @@ def run(cfg: FinetuneConfig) -> dict:
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
         adam_epsilon=cfg.adam_epsilon, max_grad_norm=cfg.max_grad_norm, num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps, lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_steps,
+        max_steps=cfg.max_steps, lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=warmup,
         eval_strategy=during_training, eval_steps=cfg.eval_steps, logging_steps=cfg.logging_steps,
         save_strategy="no", report_to="none", seed=cfg.seed, fp16=cfg.fp16, bf16=cfg.bf16,
         dataloader_num_workers=cfg.dataloader_num_workers, disable_tqdm=disable_tqdm,
@@ -325,6 +366,12 @@ def run(cfg: FinetuneConfig) -> dict:
             metrics_by_split[split] = {n: float(result[f"{split}_{n}"]) for n in names if f"{split}_{n}" in result}
         eval_time = time.perf_counter() - start
     scores = glue_metrics.task_scores(task, metrics_by_split)
+    predictions = {}
+    for split, dataset in test_sets.items():
+        logits = trainer.predict(dataset, metric_key_prefix=split).predictions
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        predictions[split] = write_predictions(cfg.output_dir, task, split, tests[split][0],
+                                               glue_metrics.predictions_from_logits(task, logits))
 
     record = {
         "task": task.name,
@@ -344,12 +391,15 @@ def run(cfg: FinetuneConfig) -> dict:
         "num_train_examples": len(train_set) if train_set is not None else 0,
         "num_eval_examples": {s: len(d) for s, d in eval_sets.items()},
         "eval_history": _eval_history(trainer.state.log_history),
+        "start_from": start_record(cfg.model_name_or_path),
+        "warmup_steps": warmup,
+        "predictions": predictions,
         "device": str(trainer.args.device),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": flat_dict(cfg),
     }
-    _atomic_write_json(os.path.join(cfg.output_dir, RESULTS_FILE), record)
+    write_json_atomic(os.path.join(cfg.output_dir, RESULTS_FILE), record)
     return record
 
 

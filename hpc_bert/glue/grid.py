@@ -9,6 +9,10 @@ RUN_DIR/finetune_checkpoints is for interactive use after pretraining has finish
 
 Layout: checkpoints RUN_DIR/finetune_checkpoints/<name>/, results
 RUN_DIR/glue/<name>/<task>/lr<lr>_seed<seed>[_bs<batch>]/results.json.
+
+Two rounds (MosaicBERT's protocol): ``start_from: {RTE: MNLI}`` fine-tunes RTE not from the
+checkpoint but from the best MNLI run of that checkpoint (its runs save their model). Those runs
+are round two (``second_round``): submit runs them as a second array after the MNLI runs.
 """
 from __future__ import annotations
 
@@ -73,6 +77,7 @@ class GridConfig:
     exclude_from_average: tuple[str, ...] = DEFAULT_EXCLUDED_FROM_AVERAGE
     finetune: dict = dataclasses.field(default_factory=dict)
     task_overrides: dict = dataclasses.field(default_factory=dict)
+    start_from: dict = dataclasses.field(default_factory=dict)  # {task: task whose best fine-tuned model it starts from}
     source: str = "<grid>"
 
     def __post_init__(self):
@@ -93,6 +98,14 @@ class GridConfig:
             overrides[name] = _check_finetune_flags(flags, f"{self.source}: task_overrides.{task}",
                                                     allowed_owned=("num_train_epochs",))
         self.task_overrides = overrides
+        self.start_from = {get_task(t).name: get_task(s).name for t, s in (self.start_from or {}).items()}
+        for task, origin in self.start_from.items():
+            if task not in self.tasks or origin not in self.tasks:
+                raise ConfigError(f"{self.source}: start_from {task}: {origin} names a task not in `tasks`: "
+                                  "list both tasks there")
+            if origin == task or origin in self.start_from:
+                raise ConfigError(f"{self.source}: start_from {task}: {origin}: the model to start from must come "
+                                  "from a first-round task (one not itself in start_from)")
         for task in self.tasks:  # build each run's config once now: a bad value fails here
             build_config(FinetuneConfig, {**self.finetune_values(task), "model_name_or_path": "x",
                                           "task_name": task, "output_dir": "x", "learning_rate": 1e-5,
@@ -143,6 +156,8 @@ def load_grid(path: str) -> GridConfig:
                 raw = values[key]
                 raw = [raw] if not isinstance(raw, (list, tuple)) else raw
                 values[key] = tuple(kind(v) for v in raw)
+        if "start_from" in values and not isinstance(values["start_from"], dict):
+            raise TypeError("start_from must be a mapping such as {RTE: MNLI}")
         if "num_train_epochs" in values:
             values["num_train_epochs"] = float(values["num_train_epochs"])
     except (TypeError, ValueError) as e:
@@ -161,6 +176,7 @@ class GlueRun:
     batch_size: int
     output_dir: str
     argv: list[str]          # flags of python -m hpc_bert.finetune
+    start_from: str | None = None  # round two: the task whose best run's model --model_name_or_path becomes
 
     @property
     def done(self) -> bool:
@@ -168,6 +184,50 @@ class GlueRun:
 
     def command(self) -> str:
         return shlex.join(["python", "-m", "hpc_bert.finetune", *self.argv])
+
+    def argv_from(self, model_path: str) -> list[str]:
+        """A round-two run's flags once the model it starts from is known."""
+        return ["--model_name_or_path", model_path, *self.argv[2:]]
+
+
+def second_round(runs: Sequence[GlueRun]) -> list[GlueRun]:
+    """The runs that start from another task's fine-tuned model: they wait for the first round."""
+    return [r for r in runs if r.start_from]
+
+
+def first_round(runs: Sequence[GlueRun]) -> list[GlueRun]:
+    return [r for r in runs if not r.start_from]
+
+
+def rounds(runs: Sequence[GlueRun]) -> tuple[list[int], list[int], list[int]]:
+    """Array indices (first round, second round, first-round runs the second waits for): the
+    launcher submits the second round `afterok` on the runs whose models it starts from."""
+    second = second_round(runs)
+    origins = {(r.checkpoint, r.start_from) for r in second}
+    return ([r.index for r in first_round(runs)], [r.index for r in second],
+            [r.index for r in first_round(runs) if (r.checkpoint, r.task) in origins])
+
+
+def best_source_model(run_dir: str, run: GlueRun) -> str:
+    """The output dir (a saved model) of the best-scoring first-round run of ``run.start_from``
+    on the same checkpoint; ties go to the smaller learning rate, then seed."""
+    import json
+    folder = os.path.join(run_dir, GLUE_SUBDIR, run.checkpoint, run.start_from)
+    found = []
+    for leaf in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, leaf)
+        try:
+            with open(os.path.join(path, RESULTS_FILE)) as fh:
+                rec = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        if rec.get("score") is not None and os.path.isfile(os.path.join(path, "config.json")):
+            found.append((-rec["score"], float(rec["learning_rate"]), int(rec["seed"]), path))
+    if not found:
+        raise UserError(f"run {run.index} ({run.task} from {run.start_from}) needs a finished {run.start_from} run "
+                        f"with its saved model under {folder}/: run the first round first (its array indices "
+                        f"are the runs without start_from in `expand`)")
+    return min(found)[3]
 
 
 def resolve_checkpoints(grid: GridConfig, checkpoints: Sequence[str], run_dir: str | None) -> list[tuple[str, str]]:
@@ -217,14 +277,20 @@ def expand(grid: GridConfig, checkpoints: Sequence[tuple[str, str]], run_dir: st
                     for seed in grid.seeds:
                         leaf = f"lr{format_lr(lr)}_seed{seed}" + (f"_bs{bs}" if len(grid.batch_sizes) > 1 else "")
                         out = os.path.join(run_dir, GLUE_SUBDIR, name, task, leaf)
-                        argv = ["--model_name_or_path", path, "--task_name", task, "--output_dir", out,
+                        origin = grid.start_from.get(task)
+                        model = f"<best {origin} run of {name}>" if origin else path
+                        argv = ["--model_name_or_path", model, "--task_name", task, "--output_dir", out,
                                 "--learning_rate", format_lr(lr), "--seed", str(seed),
                                 "--per_device_train_batch_size", str(bs)]
                         if data_dir:
                             argv += ["--data_dir", data_dir]
                         for key, value in values.items():
                             argv += [f"--{key}", _flag_value(value)]
-                        runs.append(GlueRun(len(runs), name, path, task, lr, seed, bs, out, argv))
+                        if task in grid.start_from.values():  # round two starts from these runs' models
+                            argv += ["--save_model", "true"]
+                        if origin and get_task(origin).num_labels != get_task(task).num_labels:
+                            argv += ["--ignore_mismatched_sizes", "true"]
+                        runs.append(GlueRun(len(runs), name, path, task, lr, seed, bs, out, argv, origin))
     return runs
 
 
@@ -238,7 +304,8 @@ def _flag_value(value: Any) -> str:
 
 def format_table(runs: Sequence[GlueRun]) -> str:
     header = ("index", "checkpoint", "task", "lr", "seed", "batch", "done", "output_dir")
-    rows = [header] + [(str(r.index), r.checkpoint, r.task, format_lr(r.learning_rate), str(r.seed),
+    rows = [header] + [(str(r.index), r.checkpoint, r.task + (f" (from {r.start_from})" if r.start_from else ""),
+                        format_lr(r.learning_rate), str(r.seed),
                         str(r.batch_size), "yes" if r.done else "-", r.output_dir) for r in runs]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)

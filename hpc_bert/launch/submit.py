@@ -296,11 +296,18 @@ def run_slurm(p: Plan, data_job_id: str | None = None) -> int:
     pre = pretrain_executor(p, data_job_id).submit(pretrain)
     print(f"hpc_bert: pretraining job {pre.job_id}", flush=True)
     if p.glue_runs:
-        glue_jobs = glue_executor(p, pre.job_id).map_array(glue, range(len(p.glue_runs)))
-        array_id = glue_jobs[0].job_id.split("_")[0]
-        agg = aggregate_executor(p, array_id).submit(aggregate)
-        print(f"hpc_bert: GLUE array {array_id} ({len(p.glue_runs)} tasks, afterok:{pre.job_id}); "
-              f"aggregation {agg.job_id} (afterany:{array_id})", flush=True)
+        from hpc_bert.glue.grid import rounds
+        first, second, origins = rounds(p.glue_runs)
+        glue_jobs = glue_executor(p, pre.job_id).map_array(glue, first)
+        array_id = arrays = glue_jobs[0].job_id.split("_")[0]
+        if second:  # start_from: round two waits for the array tasks whose models it starts from
+            after = ":".join(glue_jobs[first.index(i)].job_id for i in origins)
+            second_id = glue_executor(p, after).map_array(glue, second)[0].job_id.split("_")[0]
+            arrays = f"{array_id}:{second_id}"
+            print(f"hpc_bert: GLUE second round: array {second_id} ({len(second)} tasks, afterok:{after})", flush=True)
+        agg = aggregate_executor(p, arrays).submit(aggregate)
+        print(f"hpc_bert: GLUE array {array_id} ({len(first)} tasks, afterok:{pre.job_id}); "
+              f"aggregation {agg.job_id} (afterany:{arrays})", flush=True)
     print(f"hpc_bert: watch it with: python -m hpc_bert.status {p.run_dir}", flush=True)
     return 0
 
@@ -313,8 +320,13 @@ def dry_run(p: Plan) -> int:
     print("#### pretraining ####")
     print(sbatch_text(pretrain_executor(p)))
     if p.glue_runs:
-        print(f"#### GLUE array: {len(p.glue_runs)} tasks ####")
-        print(sbatch_text(glue_executor(p, "<pretrain_job_id>"), array_size=len(p.glue_runs)))
+        from hpc_bert.glue.grid import rounds
+        first, second, _ = rounds(p.glue_runs)
+        print(f"#### GLUE array: {len(first)} tasks ####")
+        print(sbatch_text(glue_executor(p, "<pretrain_job_id>"), array_size=len(first)))
+        if second:
+            print(f"#### GLUE second round: {len(second)} tasks ####")
+            print(sbatch_text(glue_executor(p, "<first-round task ids it starts from>"), array_size=len(second)))
         print("#### aggregation ####")
         print(sbatch_text(aggregate_executor(p, "<glue_array_id>")))
     return 0
@@ -334,8 +346,10 @@ def run_local(p: Plan) -> int:
     print(render(p.run_dir), flush=True)
     if not p.glue_runs:
         return 0
+    from hpc_bert.glue.grid import rounds
+    first, second, _ = rounds(p.glue_runs)
     glue_ex = glue_executor(p, None)
-    for i in range(len(p.glue_runs)):
+    for i in first + second:  # round two after the runs it starts from
         j = glue_ex.submit(glue, i)
         try:
             j.result()
