@@ -13,6 +13,8 @@ RUN_DIR/
   submitit/                  submitit's job folder (scripts, pickles, logs)
   glue/                      GLUE runs: <checkpoint>/<task>/<lr_seed>/results.json
   glue_results.md / .csv     the GLUE table
+  wandb_run.json, wandb/     the W&B run id that every allocation resumes, W&B's files
+  chain.json                 job ids of the submitted chain (status, submit --cancel)
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ GLUE_DIR = "glue"
 GLUE_RESULTS = "results.json"          # one fine-tuning run's scores
 GLUE_TABLE_MD = "glue_results.md"
 GLUE_TABLE_CSV = "glue_results.csv"
+WANDB_RUN_FILE = "wandb_run.json"      # the W&B run id every allocation resumes (--report_to wandb)
+CHAIN_FILE = "chain.json"              # job ids of the submitted chain, for status and --cancel
 
 
 def marker_name(fraction: float) -> str:

@@ -196,7 +196,11 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
     # ---- the clock starts at the first step; everything before is startup ----------------
     elapsed0 = meta["elapsed_s"] if meta else 0.0
     clock = BudgetClock(s.budget_s, elapsed0, s.simulated_step_seconds if s.clock == "simulated" else None)
-    events = EventLog(run_dir, rank == 0, s.budget_s, cfg.runtime.tensorboard, cfg.runtime.progress_bar)
+    rt = cfg.runtime
+    wandb_run = (dict(project=cfg.checkpoint.project_name, name=cfg.checkpoint.job_name, entity=rt.wandb_entity,
+                      config=flat_dict(cfg)) if "wandb" in rt.report_to else None)
+    events = EventLog(run_dir, rank == 0, s.budget_s, rt.tensorboard and "tensorboard" in rt.report_to,
+                      rt.progress_bar, wandb_run)
     stop = StopFlag().install()
     deadline_end = allocation_end()
     save_s, step_s = 0.0, 0.0  # measured: they size the safety margin before the deadline
@@ -211,7 +215,9 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
               f"{world} ranks; budget {s.total_training_time:g} h ({s.budget_s:.0f} s, {s.clock} clock); "
               + (f"resumed {meta['tag']} at {elapsed0:.1f} s ({elapsed0 / s.budget_s:.1%})" if meta else "fresh start")
               + f"; startup {startup_s:.1f} s")
-    events.emit("allocation_start", state.step, elapsed0, startup_s=startup_s, world_size=world)
+    events.emit("allocation_start", state.step, elapsed0, startup_s=startup_s, world_size=world,
+                **({"job_id": ledger.current.job_id, "restart_count": ledger.current.restart_count,
+                    "allocation": len(ledger.allocations)} if rank == 0 else {}))
 
     def snapshot_meta() -> dict:
         return {"step": state.step, "train_state": dataclasses.asdict(state), "budget_s": s.budget_s,
@@ -318,6 +324,8 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
             save_checkpoint("periodic", elapsed)
     # ---- the end of this allocation --------------------------------------------------------
     finished = reason in ("budget_done", "early_exit", "early_stop")
+    if not finished and reason != "error":
+        events.stopping(state.step, elapsed, reason, cause)
     if reason != "error":
         save_checkpoint(reason, elapsed)
         if finished and s.finetune_checkpoint_at_end:
@@ -326,12 +334,13 @@ def _train(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loa
     checksum = float(sum(p.detach().double().sum() for p in engine.module.parameters()))
     hi, neg_lo = all_agree_max([checksum, -checksum], device)
     events.emit("allocation_end", state.step, clock.elapsed(), reason=reason, cause=cause, world_size=world,
-                param_checksum_min=-neg_lo, param_checksum_max=hi)
+                param_checksum_min=-neg_lo, param_checksum_max=hi,
+                **({"restart_count": ledger.current.restart_count} if rank == 0 else {}))
     if rank == 0:
         ledger.end_allocation(clock, state.step, reason)
     log(rank, f"stopped at step {state.step}, elapsed {clock.elapsed():.1f} s ({clock.progress():.1%} of the "
               f"budget): {reason} ({cause})")
-    events.close()
+    events.close(1 if reason == "error" else 0)
     stop.uninstall()
     if reason == "error":
         return 1
