@@ -40,7 +40,8 @@ def budget_eta(ledger: Ledger, totals: dict, chain: dict | None, now: float | No
         startups = [x.startup_s for x in ledger.allocations]
         startup_s = sum(startups) / len(startups)
         useful_s = max(1.0, alloc_h * 3600 - startup_s)
-        left_in_current = 0.0 if a.end_wall else max(0.0, a.start_wall + alloc_h * 3600 - (now or time.time()))
+        running = a.end_reason is None  # end_wall is the latest heartbeat until the allocation ends
+        left_in_current = max(0.0, a.start_wall + alloc_h * 3600 - (now or time.time())) if running else 0.0
         more = max(0, math.ceil((wall_s - left_in_current) / useful_s)) if wall_s > left_in_current else 0
         eta = (now or time.time()) + wall_s + more * startup_s
         line += (f", {more} more allocation{'s' * (more != 1)} of {alloc_h:g} h; budget ETA {_fmt_wall(eta)} "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import sys
 from urllib.parse import urlparse
@@ -90,7 +91,7 @@ class WandbRun:
             print(f"hpc_bert: W&B runs offline ({why_offline}); upload later with: wandb sync "
                   f"{os.path.join(run_dir, 'wandb')}/offline-run-*", file=sys.stderr, flush=True)
         if record is None:
-            record = {"id": wandb.util.generate_id(), "project": project, "name": name, "entity": entity,
+            record = {"id": secrets.token_hex(6), "project": project, "name": name, "entity": entity,
                       "online": False}
         # "must": an online run that exists on the server must be resumed, never silently replaced;
         # offline (or a run only ever logged offline) there is nothing to check against yet.
@@ -113,8 +114,8 @@ class WandbRun:
         """The allocation is ending early and will be requeued: W&B shows the run as preempting."""
         self.run.mark_preempting()
 
-    def log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
-        self.run.log({key: self._wandb.Table(columns=columns, data=rows)})
+    def log_table(self, key: str, columns: list[str], rows: list[list], step: int) -> None:
+        self.run.log({"step": step, key: self._wandb.Table(columns=columns, data=rows)})
         for row in rows:
             for col, value in zip(columns[1:], row[1:]):
                 self.run.summary[f"{key}/{row[0]}/{col}"] = value
@@ -140,7 +141,11 @@ def log_glue_table(run_dir: str, csv_path: str) -> bool:
         except ValueError:
             return cell
 
+    from hpc_bert.pretrain.events import read_events
+    events = read_events(run_dir)
     run = WandbRun(run_dir, record["project"], record["name"], record.get("entity"), job_type="glue")
-    run.log_table("glue", table[0], [[number(c) for c in row] for row in table[1:]])
+    # at the last pretraining step, so the table sits at the end of the run's step axis
+    run.log_table("glue", table[0], [[number(c) for c in row] for row in table[1:]],
+                  step=max((e["step"] for e in events), default=0))
     run.finish()
     return True
