@@ -58,3 +58,19 @@ def test_aggregation_names_the_failed_pretraining_job(tmp_path):
     (run / "glue" / "final" / "SST-2" / "1").mkdir(parents=True)
     (run / "glue" / "final" / "SST-2" / "1" / "results.json").write_text("{}")
     assert queue.upstream_failure(str(run)) is None  # results exist: the table reports what finished
+
+
+def test_watch_refreshes_and_rejects_a_bad_interval(tmp_path):
+    import subprocess
+    import sys
+    from test_status import REPO, make_run
+    run = tmp_path / "run"
+    run.mkdir()
+    make_run(run)
+    r = subprocess.run([sys.executable, "-m", "hpc_bert.status", str(run), "--watch", "0.2", "--watch_count", "2"],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("refreshed ") == 2 and r.stdout.count("budget: 0.0277778 h") == 2
+    r = subprocess.run([sys.executable, "-m", "hpc_bert.status", str(run), "--watch", "0"],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 2 and "--watch 0" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -96,23 +96,41 @@ class WandbRun:
         # "must": an online run that exists on the server must be resumed, never silently replaced;
         # offline (or a run only ever logged offline) there is nothing to check against yet.
         resume = "must" if record.get("online") and mode == "online" else "allow"
+        self.id = record["id"]
+        self.run = None
+        self._guarded("init", self._init, wandb, record, run_dir, mode, resume, job_type, config)
+        if self.run is None:
+            return
+        if mode == "online" and not record["online"]:
+            record["online"] = True
+        write_json_atomic(os.path.join(run_dir, WANDB_RUN_FILE), record)
+        self.run.define_metric("step")
+        self.run.define_metric("*", step_metric="step")
+
+    def _init(self, wandb, record: dict, run_dir: str, mode: str, resume: str, job_type: str, config) -> None:
         self.run = wandb.init(id=record["id"], project=record["project"], name=record["name"],
                               group=record["name"], entity=record.get("entity"), dir=run_dir, mode=mode,
                               resume=resume, job_type=job_type, config=config, allow_val_change=True,
                               settings=wandb.Settings(console="off", silent=True))
-        if mode == "online" and not record["online"]:
-            record["online"] = True
-        write_json_atomic(os.path.join(run_dir, WANDB_RUN_FILE), record)
-        self.id = record["id"]
-        self.run.define_metric("step")
-        self.run.define_metric("*", step_metric="step")
+
+    def _guarded(self, what: str, call, *args, **kwargs) -> None:
+        """W&B must never break training or a stop-save (its service process can die with the
+        allocation, e.g. on SIGTERM): the first failure is one line, then W&B is off for this process."""
+        try:
+            call(*args, **kwargs)
+        except Exception as e:  # any W&B failure
+            print(f"hpc_bert: W&B {what} failed ({type(e).__name__}: {e}); metrics.jsonl keeps every event, "
+                  "W&B is off for the rest of this allocation", file=sys.stderr, flush=True)
+            self.run = None
 
     def log(self, record: dict) -> None:
-        self.run.log(to_metrics(record))
+        if self.run is not None:
+            self._guarded("log", self.run.log, to_metrics(record))
 
     def mark_preempting(self) -> None:
         """The allocation is ending early and will be requeued: W&B shows the run as preempting."""
-        self.run.mark_preempting()
+        if self.run is not None:
+            self._guarded("mark_preempting", self.run.mark_preempting)
 
     def log_table(self, key: str, columns: list[str], rows: list[list], step: int) -> None:
         self.run.log({"step": step, key: self._wandb.Table(columns=columns, data=rows)})
@@ -121,7 +139,9 @@ class WandbRun:
                 self.run.summary[f"{key}/{row[0]}/{col}"] = value
 
     def finish(self, exit_code: int = 0) -> None:
-        self.run.finish(exit_code=exit_code)
+        if self.run is not None:
+            self._guarded("finish", self.run.finish, exit_code=exit_code)
+            self.run = None
 
 
 def log_glue_table(run_dir: str, csv_path: str) -> bool:
