@@ -104,11 +104,13 @@ def sacct_records(job_id: str) -> list[dict]:
     return rows
 
 
-def job_state(job_id: str, array: bool = False) -> JobState:
+def job_state(job_id: str, array_size: int | None = None) -> JobState:
+    """The job's state; for an array (``array_size`` tasks), task counts, where tasks the scheduler
+    already forgot count as ``gone``."""
     records = scontrol_records(job_id) or sacct_records(job_id)
     if not records:
         return JobState(job_id, "GONE")
-    if not array:
+    if array_size is None:
         r = records[0]
         return JobState(job_id, r.get("JobState", "UNKNOWN"), r.get("Reason", ""), _nodes(r),
                         int(r.get("Restarts", 0) or 0), r.get("ExitCode", ""))
@@ -121,6 +123,9 @@ def job_state(job_id: str, array: bool = False) -> JobState:
             nodes.add(_nodes(r))
         if kind == "pending" and r.get("Reason") not in (None, "", "None"):
             reasons.add(r["Reason"])
+    known = sum(tasks.values())
+    if known < array_size:
+        tasks["gone"] = array_size - known
     summary = ("RUNNING" if tasks["running"] else "PENDING" if tasks["pending"]
                else "FAILED" if tasks["failed"] else "COMPLETED")
     return JobState(job_id, summary, ",".join(sorted(reasons)), ",".join(sorted(nodes)), tasks=tasks)
@@ -132,7 +137,8 @@ def _nodes(r: dict) -> str:
 
 
 def chain_states(chain: dict) -> dict[str, JobState]:
-    return {role: job_state(job_id, array=role == "glue_array") for role, job_id in chain["jobs"].items()}
+    return {role: job_state(job_id, chain.get("glue_tasks", 0) if role == "glue_array" else None)
+            for role, job_id in chain["jobs"].items()}
 
 
 def describe(role: str, js: JobState) -> str:
