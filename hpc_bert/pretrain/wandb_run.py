@@ -49,6 +49,9 @@ def _reachable(timeout_s: float = 3.0) -> bool:
 
 def choose_mode() -> tuple[str, str | None]:
     """(mode, why offline): WANDB_MODE when the user set it, else online only with a key and network."""
+    for name in ("WANDB_MODE", "WANDB_API_KEY"):
+        if name in os.environ and not os.environ[name].strip():
+            del os.environ[name]  # set but empty is unset (wandb itself rejects an empty WANDB_MODE)
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"], None
     if not _has_api_key():
@@ -119,8 +122,8 @@ class WandbRun:
         try:
             call(*args, **kwargs)
         except Exception as e:  # any W&B failure
-            print(f"hpc_bert: W&B {what} failed ({type(e).__name__}: {e}); metrics.jsonl keeps every event, "
-                  "W&B is off for the rest of this allocation", file=sys.stderr, flush=True)
+            print(f"hpc_bert: W&B {what} failed ({type(e).__name__}: {' '.join(str(e).split())}); metrics.jsonl "
+                  "keeps every event, W&B is off for the rest of this allocation", file=sys.stderr, flush=True)
             self.run = None
 
     def log(self, record: dict) -> None:
