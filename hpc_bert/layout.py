@@ -14,6 +14,8 @@ RUN_DIR/
   glue/                      GLUE runs: <checkpoint>/<task>/<lr_seed>/results.json (+ predictions_<split>.tsv)
   glue_submission_<ckpt>.zip the GLUE server's zip (python -m hpc_bert.glue submission)
   glue_results.md / .csv     the GLUE table
+  wandb_run.json, wandb/     the W&B run id that every allocation resumes, W&B's files
+  chain.json                 job ids of the submitted chain (status, submit --cancel)
 """
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ GLUE_RESULTS = "results.json"          # one fine-tuning run's scores
 GLUE_TABLE_MD = "glue_results.md"
 GLUE_TABLE_CSV = "glue_results.csv"
 COMPILE_CACHE_DIR = "compile_cache"    # Inductor's cache for --compile, kept across allocations
+WANDB_RUN_FILE = "wandb_run.json"      # the W&B run id every allocation resumes (--report_to wandb)
+CHAIN_FILE = "chain.json"              # job ids of the submitted chain, for status and --cancel
 
 
 def marker_name(fraction: float) -> str:

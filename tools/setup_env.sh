@@ -30,5 +30,5 @@ fi
 if ! python -c "import deepspeed" 2>/dev/null; then
   DS_BUILD_OPS=0 python -m pip install -q --no-build-isolation "deepspeed>=0.16,<0.20"
 fi
-python -m pip install -q -e ".[dev,data]"
+python -m pip install -q -e ".[dev,data,wandb]"
 echo "$want" > "$stamp"

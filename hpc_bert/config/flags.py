@@ -142,6 +142,8 @@ def build_parser(cls, prog: str, description: str, extra: Sequence[tuple[str, di
             parser.add_argument(f"--{name}", nargs="?", const="true", help=_help_text(f))
             parser.add_argument(f"--no_{name}", dest=name, action="store_const", const="false",
                                 help=argparse.SUPPRESS)
+        elif f.metadata.get("repeatable"):
+            parser.add_argument(f"--{name}", action="append", help=_help_text(f) + " (repeatable)")
         else:
             parser.add_argument(f"--{name}", help=_help_text(f))
     return parser
@@ -257,15 +259,19 @@ def check_choices(cfg) -> None:
     for f in dataclasses.fields(cfg):
         choices = f.metadata.get("choices")
         value = getattr(cfg, f.name)
-        if choices and value is not None and value not in choices:
-            raise ConfigError(f"--{f.name} {value!r} is not valid: choose one of {', '.join(map(str, choices))}")
+        for item in value if isinstance(value, tuple) else (value,):  # a list flag: each item is a choice
+            if choices and item is not None and item not in choices:
+                raise ConfigError(f"--{f.name} {item!r} is not valid: choose one of {', '.join(map(str, choices))}")
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str = "", choices: Sequence[Any] | None = None,
-          default_factory: Any = dataclasses.MISSING):
+          default_factory: Any = dataclasses.MISSING, repeatable: bool = False):
+    """``repeatable``: a tuple flag given once per item (``--setup A --setup B``), never split at commas."""
     meta = {"help": help}
     if choices:
         meta["choices"] = tuple(choices)
+    if repeatable:
+        meta["repeatable"] = True
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

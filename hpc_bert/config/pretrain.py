@@ -7,6 +7,7 @@ checks its own values; ``PretrainConfig`` checks what spans sections.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from hpc_bert.errors import ConfigError
 
 CURVES = ("linear", "exp", "cosine", "constant")
 LR_SCHEDULES = ("time", "step", "constant_step")
+REPORT_TO = ("tensorboard", "wandb", "none")
 
 
 def _positive(name: str, value: float | int | None, allow_zero: bool = False) -> None:
@@ -211,12 +213,20 @@ class RuntimeConfig:
     compile: str = field("auto", help="torch.compile the encoder and head + loss: auto = on with CUDA, off on CPU",
                          choices=("auto", "true", "false"))
     compile_cache_dir: str | None = field(None, help="Inductor's cache; default RUN_DIR/compile_cache")
+    report_to: tuple[str, ...] = field(("tensorboard",), choices=REPORT_TO,
+                                       help="where metrics go: tensorboard, wandb, both (tensorboard,wandb) "
+                                            "or none (metrics.jsonl only)")
+    wandb_entity: str | None = field(None, help="W&B team or user (--project_name, --job_name name the run)")
 
     def __post_init__(self):
         check_choices(self)
         _positive("print_steps", self.print_steps)
         if self.fp16 and self.bf16:
             raise ConfigError("--fp16 and --bf16 are both set: choose one precision")
+        self.report_to = tuple(dict.fromkeys(x for x in self.report_to if x != "none"))
+        if "wandb" in self.report_to and importlib.util.find_spec("wandb") is None:
+            raise ConfigError("--report_to wandb needs the wandb package: pip install 'hpc_bert[wandb]' "
+                              "(or pip install wandb), or drop wandb from --report_to")
 
 
 @dataclass

@@ -84,6 +84,11 @@ class PretrainJob:
             if e.code not in (0, 1, 2, EXIT_REQUEUE):
                 raise  # submitit's own requeue (a time-limit signal during startup) exits this way
             rc = e.code  # user errors exit through sys.exit(2)
+        if rc == EXIT_REQUEUE:
+            from hpc_bert.launch.cancel import cancel_requested
+            if cancel_requested(self.run_dir):
+                raise RuntimeError("stopped by python -m hpc_bert.submit --cancel after saving a checkpoint: "
+                                   "resubmit the same command to continue")
         # the run dir, not the pickle, says how many allocations ran
         if after_training(rc, _allocations_recorded(self.run_dir) if rc == EXIT_REQUEUE else 0,
                           self.max_requeues) == REQUEUE:
@@ -117,10 +122,23 @@ class GlueTask:
 
 
 class AggregateTask:
+    """The GLUE table (``afterany`` on the array, so it also runs when the chain failed upstream:
+    then it ends with one line naming the failed job and its log), logged to W&B when the run has one."""
+
     def __init__(self, run_dir: str, workdir: str):
         self.run_dir, self.workdir = run_dir, workdir
 
     def __call__(self) -> int:
         os.chdir(self.workdir)
         from hpc_bert.glue.__main__ import main as glue_main
-        return glue_main(["aggregate", self.run_dir])
+        from hpc_bert.launch.queue import upstream_failure
+        failure = upstream_failure(self.run_dir)
+        if failure:
+            print(f"hpc_bert: error: {failure}", file=sys.stderr, flush=True)
+            raise RuntimeError(failure)
+        rc = glue_main(["aggregate", self.run_dir])
+        from hpc_bert.pretrain.wandb_run import log_glue_table, read_record
+        if rc == 0 and read_record(self.run_dir) is not None:
+            from hpc_bert.layout import GLUE_TABLE_CSV
+            log_glue_table(self.run_dir, os.path.join(self.run_dir, GLUE_TABLE_CSV))
+        return rc

@@ -1,7 +1,13 @@
-"""``python -m hpc_bert.status RUN_DIR [--plot FILE.png]``: where a budgeted run stands."""
+"""``python -m hpc_bert.status RUN_DIR [--plot FILE.png] [--watch [SECONDS]]``: where a budgeted run stands.
+
+The ledger, budget spent and its ETA, markers, validations and GLUE results from the run dir;
+and, for a chain that submit sent to SLURM (RUN_DIR/chain.json), each job's queue state from
+launch/queue.py, with the failed job's error line when the chain failed.
+"""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -10,17 +16,80 @@ from hpc_bert.pretrain.checkpoint import find_latest
 from hpc_bert.pretrain.clock import Ledger
 from hpc_bert.errors import UserError, exit_on_user_error
 from hpc_bert.pretrain.events import read_events
-from hpc_bert.layout import FINETUNE_DIR, GLUE_TABLE_MD, LEDGER_NAME
+from hpc_bert.launch import queue
+from hpc_bert.layout import FINETUNE_DIR, GLUE_DIR, GLUE_RESULTS, GLUE_TABLE_MD, LEDGER_NAME
 
 
 def _fmt_wall(t: float | None) -> str:
     return "-" if not t else time.strftime("%m-%d %H:%M:%S", time.localtime(t))
 
 
+def budget_eta(ledger: Ledger, totals: dict, chain: dict | None, now: float | None = None) -> str:
+    """Remaining training time, the allocation time it takes at the measured rate (budget seconds
+    per wall second of the current allocation) and, with the allocation length, when it ends."""
+    a = ledger.current
+    rate = (a.elapsed_last_s - a.elapsed_begin_s) / max((a.end_wall or a.start_wall) - a.start_wall, 1e-9)
+    remaining = max(0.0, ledger.budget_s - totals["elapsed_s"])
+    line = f"remaining training time {remaining / 3600:.3f} h"
+    if rate <= 0:
+        return line
+    wall_s = remaining / rate
+    line += f" (~{wall_s / 3600:.2f} h of allocation at the current rate"
+    alloc_h = (chain or {}).get("allocation_hours")
+    if alloc_h:
+        startups = [x.startup_s for x in ledger.allocations]
+        startup_s = sum(startups) / len(startups)
+        useful_s = max(1.0, alloc_h * 3600 - startup_s)
+        running = a.end_reason is None  # end_wall is the latest heartbeat until the allocation ends
+        left_in_current = max(0.0, a.start_wall + alloc_h * 3600 - (now or time.time())) if running else 0.0
+        more = max(0, math.ceil((wall_s - left_in_current) / useful_s)) if wall_s > left_in_current else 0
+        eta = (now or time.time()) + wall_s + more * startup_s
+        line += (f", {more} more allocation{'s' * (more != 1)} of {alloc_h:g} h; budget ETA {_fmt_wall(eta)} "
+                 "without queue waits")
+    return line + ")"
+
+
+def chain_lines(run_dir: str, chain: dict, ledger: Ledger | None) -> list[str]:
+    """Each job's queue state; what the run dir says of the jobs the scheduler forgot; the failure."""
+    out = ["", f"chain ({chain['cluster']}, submitted {_fmt_wall(chain.get('submitted'))})"
+           + (" - cancelled by submit --cancel" if chain.get("cancel_requested") else "") + ":"]
+    states = queue.chain_states(chain)
+    for role, js in states.items():
+        line = queue.describe(role, js)
+        if js.state == "GONE":
+            line += "; " + _gone_outcome(run_dir, role, chain, ledger)
+        out.append("  " + line)
+    failure = None
+    pre = states.get("pretrain")
+    if pre is not None and (pre.failed or pre.state == "GONE") and not (ledger and ledger.totals()["done"]):
+        log = queue.job_log(chain, pre.job_id)
+        why = queue.error_line(log)
+        if why or pre.failed:
+            failure = f"pretraining job {pre.job_id} failed: {why or 'no error line in its log'} (log: {log})"
+    agg = states.get("aggregate")
+    if failure is None and agg is not None and (agg.failed or agg.state == "GONE"):
+        why = queue.error_line(queue.job_log(chain, agg.job_id))
+        if why and not os.path.exists(os.path.join(run_dir, GLUE_TABLE_MD)):
+            failure = f"aggregation job {agg.job_id} failed: {why}"
+    if failure:
+        out.append(f"  FAILED: {failure}")
+    return out
+
+
+def _gone_outcome(run_dir: str, role: str, chain: dict, ledger: Ledger | None) -> str:
+    if role == "pretrain":
+        return "the ledger says the budget is done" if ledger and ledger.totals()["done"] else "the budget is not done"
+    if role == "glue_array":
+        done = sum(GLUE_RESULTS in files for _, _, files in os.walk(os.path.join(run_dir, GLUE_DIR)))
+        return f"{done} of {chain.get('glue_tasks', '?')} GLUE runs wrote results"
+    return "the GLUE table is written" if os.path.exists(os.path.join(run_dir, GLUE_TABLE_MD)) else "no GLUE table"
+
+
 def render(run_dir: str) -> str:
     if not os.path.isdir(run_dir):
         raise UserError(f"run dir {run_dir} does not exist: pass the --output_dir / --run_dir of a run")
     ledger = Ledger.load(run_dir)
+    chain = queue.read_chain(run_dir)
     lines = [f"run dir: {run_dir}"]
     if ledger is None:
         lines.append(f"no ledger yet ({LEDGER_NAME}): the job has not started training")
@@ -34,11 +103,7 @@ def render(run_dir: str) -> str:
                      f"{t['checkpoint_s']:.1f} s; overhead: startup {t['startup_s']:.1f} s, lost {t['lost_s']:.1f} s "
                      f"({overhead:.1f} s)")
         if not t["done"] and ledger.allocations:
-            a = ledger.current
-            rate = (a.elapsed_last_s - a.elapsed_begin_s) / max((a.end_wall or a.start_wall) - a.start_wall, 1e-9)
-            remaining = max(0.0, ledger.budget_s - t["elapsed_s"])
-            lines.append(f"remaining training time {remaining / 3600:.3f} h"
-                         + (f" (~{remaining / rate / 3600:.2f} h of allocation at the current rate)" if rate > 0 else ""))
+            lines.append(budget_eta(ledger, t, chain))
         hdr = ["#", "job", "restart", "hosts", "ranks", "start", "end", "startup_s", "train_s", "val_s", "ckpt_s",
                "lost_s", "elapsed_s", "steps", "end reason"]
         rows = [[str(i), a.job_id, str(a.restart_count), ",".join(a.hosts), str(a.world_size or "-"),
@@ -68,6 +133,8 @@ def render(run_dir: str) -> str:
     table = os.path.join(run_dir, GLUE_TABLE_MD)
     if os.path.exists(table):
         lines += ["", "GLUE:", open(table).read().rstrip()]
+    if chain is not None and chain.get("cluster") == "slurm":
+        lines += chain_lines(run_dir, chain, ledger)
     return "\n".join(lines)
 
 
@@ -105,12 +172,40 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("run_dir")
     p.add_argument("--plot", help="write a PNG of LR and loss against budget hours")
+    p.add_argument("--watch", nargs="?", type=float, const=30.0, default=None, metavar="SECONDS",
+                   help="refresh every SECONDS (default 30) until the chain has left the queue; Ctrl-C stops")
+    p.add_argument("--watch_count", type=int, default=0, help=argparse.SUPPRESS)  # tests: stop after N screens
     args = p.parse_args(argv)
-    print(render(args.run_dir))
+    if args.watch is not None and args.watch <= 0:
+        raise UserError(f"--watch {args.watch:g}: the refresh interval must be > 0 seconds, e.g. --watch 30")
+    if args.watch is None:
+        print(render(args.run_dir))
+    else:
+        watch(args.run_dir, args.watch, args.watch_count)
     if args.plot:
         plot(args.run_dir, args.plot)
         print(f"plot: {args.plot}")
     return 0
+
+
+def watch(run_dir: str, seconds: float, count: int = 0) -> None:
+    """Redraw the status every ``seconds`` until no job of the chain is queued (or ``count`` screens)."""
+    shown = 0
+    try:
+        while True:
+            text = render(run_dir)
+            clear = "\033[H\033[2J" if sys.stdout.isatty() else ""
+            print(f"{clear}{text}\n\n(refreshed {_fmt_wall(time.time())}, every {seconds:g} s; Ctrl-C stops)",
+                  flush=True)
+            shown += 1
+            chain = queue.read_chain(run_dir)
+            live = chain is not None and any(
+                js.state in queue.RUNNING_STATES | queue.PENDING_STATES for js in queue.chain_states(chain).values())
+            if (count and shown >= count) or (chain is not None and not live):
+                return
+            time.sleep(seconds)
+    except KeyboardInterrupt:
+        return
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ The launcher knows nothing of training. It validates the inputs, then submits
 With ``--cluster local`` the same chain runs on this machine through submitit's
 LocalExecutor (which emulates the time limit and requeues), one job after the other.
 Flags not listed here are pretraining flags (``--lr 2e-3``) and go to the trainer.
+``--slurm_additional`` / ``--setup`` add site options to every job (cluster_options.py); the
+chain's job ids go to RUN_DIR/chain.json for ``status``; ``--cancel RUN_DIR`` stops the chain
+(cancel.py).
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 from hpc_bert.config.flags import check_choices, field, leaf_fields, parse_config
 from hpc_bert.config.pretrain import PretrainConfig
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
+from hpc_bert.launch import cluster_options
+from hpc_bert.launch.queue import record_chain
 from hpc_bert.layout import GLUE_TABLE_MD, SUBMITIT_DIR
 
 LOCAL_MAX_ALLOCATIONS = 6  # submitit's LocalExecutor relaunches a job at most 6 times (its max_retry)
@@ -53,6 +58,18 @@ class SubmitConfig:
     requeue_margin: int = field(3, help="extra requeues beyond budget / allocation (preemptions, crashes)")
     dry_run: bool = field(False, help="print the job scripts, submit nothing")
     prepare: str | None = field(None, help='"PREPARE FLAGS": make --dataset_path first (data jobs, pretraining afterok)')
+    slurm_additional: tuple[str, ...] = field((), repeatable=True,
+                                              help="KEY=VALUE (or KEY) sbatch option for every job of the chain, "
+                                                   "e.g. constraint=a100, exclusive, gres=gpu:a100:8, "
+                                                   "reservation=R, mail-type=END")
+    glue_slurm_additional: tuple[str, ...] = field((), repeatable=True,
+                                                   help="KEY=VALUE for the GLUE array and aggregation only; "
+                                                        "wins over --slurm_additional (KEY= drops KEY)")
+    setup: tuple[str, ...] = field((), repeatable=True,
+                                   help="shell line run in each job before training / fine-tuning, "
+                                        "e.g. 'module load cuda/12.4'")
+    cancel: str | None = field(None, help="RUN_DIR: stop its chain (the running job saves first), "
+                                          "cancel the pending GLUE array and aggregation")
 
     def __post_init__(self):
         check_choices(self)
@@ -148,6 +165,8 @@ class Plan:
     checkpoints: list[str]
     signal_delay_s: int
     max_requeues: int
+    slurm_options: dict
+    glue_slurm_options: dict
 
     @property
     def folder(self) -> str:
@@ -187,6 +206,14 @@ def plan(argv: list[str]) -> Plan:
     cluster = sub.cluster
     if cluster == "auto":
         cluster = "slurm" if slurm_available() else "local"
+    slurm_options = cluster_options.parse(sub.slurm_additional, "--slurm_additional")
+    glue_options = cluster_options.merged(slurm_options, cluster_options.parse(sub.glue_slurm_additional,
+                                                                               "--glue_slurm_additional"))
+    slurm_options = cluster_options.merged(slurm_options, {})
+    cluster_options.check_setup(sub.setup)
+    if cluster == "local" and (slurm_options or glue_options or sub.setup):
+        raise UserError("--slurm_additional / --glue_slurm_additional / --setup are sbatch options: pass "
+                        "--cluster slurm, or drop them for --cluster local (run setup commands before submit)")
     if cluster == "slurm" and not sub.dry_run:
         if not slurm_available():
             raise UserError("--cluster slurm but no SLURM controller answers (sinfo failed): run on a login node, "
@@ -195,6 +222,10 @@ def plan(argv: list[str]) -> Plan:
         if limit is not None and sub.allocation_hours > limit:
             raise UserError(f"--allocation_hours {sub.allocation_hours:g} exceeds the partition's time limit "
                             f"({limit:g} h): pass --allocation_hours {limit:g} or less")
+        if slurm_options:
+            cluster_options.sbatch_test_only(slurm_options, sub.partition, "pretraining")
+        if sub.glue and glue_options and glue_options != slurm_options:
+            cluster_options.sbatch_test_only(glue_options, sub.partition, "GLUE")
     # The time-limit signal must leave room for one checkpoint save, measured when we can.
     save_s = 0.0 if sub.signal_delay_s else measured_save_seconds(run_dir)
     delay = signal_delay_seconds(sub, cluster, save_s if save_s is not None else estimated_save_seconds(cfg))
@@ -206,7 +237,7 @@ def plan(argv: list[str]) -> Plan:
                         f"but --cluster local runs at most {LOCAL_MAX_ALLOCATIONS}: pass --allocation_hours "
                         f"{math.ceil(hours * 1000) / 1000:g} or more")
     return Plan(sub, cfg, train_argv, run_dir, cluster, glue_runs, checkpoints, delay,
-                needed + sub.requeue_margin)
+                needed + sub.requeue_margin, slurm_options, glue_options)
 
 
 # ---- the executor chain: pretraining -> GLUE array (afterok) -> aggregation (afterany) ----
@@ -221,11 +252,15 @@ def _executor(p: Plan, name: str, hours: float, nodes: int, tasks: int, gpus: in
         return ex
     sub = p.sub
     ex = submitit.SlurmExecutor(folder=p.folder, max_num_timeout=p.max_requeues)
-    extra = {"requeue": True}
+    site = {"hpc_bert_pretrain": p.slurm_options, "hpc_bert_glue": p.glue_slurm_options}.get(
+        name, cluster_options.without_gpus(p.glue_slurm_options))
+    extra = {"requeue": True, **site}
     if after:
         extra.update({"dependency": after, "kill-on-invalid-dep": "yes"})
     params = dict(job_name=name, time=minutes, nodes=nodes, ntasks_per_node=tasks, cpus_per_task=sub.cpus_per_task,
                   signal_delay_s=p.signal_delay_s, additional_parameters=extra)
+    if sub.setup:
+        params["setup"] = list(sub.setup)
     if gpus:
         params["gpus_per_node"] = gpus
     for key in ("partition", "account", "qos"):
@@ -274,6 +309,9 @@ def _tasks(p: Plan):
 @exit_on_user_error
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--cancel" or a.startswith("--cancel=") for a in argv):
+        from hpc_bert.launch.cancel import cancel_chain
+        return cancel_chain(argv)
     p = plan(argv)
     print(f"hpc_bert: budget {p.sub.budget:g} h in allocations of {p.sub.allocation_hours:g} h on {p.cluster} "
           f"(up to {p.max_requeues} requeues, signal {p.signal_delay_s} s before the limit); run dir {p.run_dir}"
@@ -294,18 +332,26 @@ def main(argv=None) -> int:
 def run_slurm(p: Plan, data_job_id: str | None = None) -> int:
     pretrain, glue, aggregate = _tasks(p)
     pre = pretrain_executor(p, data_job_id).submit(pretrain)
+    jobs = {"pretrain": pre.job_id}
+    chain = dict(run_dir=p.run_dir, cluster="slurm", jobs=jobs, logs=p.folder, allocation_hours=p.sub.allocation_hours)
+    # recorded at once (and after each stage): a chain half submitted is still visible to status and --cancel
+    record_chain(**chain, glue_tasks=0)
     print(f"hpc_bert: pretraining job {pre.job_id}", flush=True)
     if p.glue_runs:
         from hpc_bert.glue.grid import rounds
         first, second, origins = rounds(p.glue_runs)
         glue_jobs = glue_executor(p, pre.job_id).map_array(glue, first)
-        array_id = arrays = glue_jobs[0].job_id.split("_")[0]
+        array_id = arrays = jobs["glue_array"] = glue_jobs[0].job_id.split("_")[0]
+        record_chain(**chain, glue_tasks=len(first))
         if second:  # start_from: round two waits for the array tasks whose models it starts from
             after = ":".join(glue_jobs[first.index(i)].job_id for i in origins)
-            second_id = glue_executor(p, after).map_array(glue, second)[0].job_id.split("_")[0]
+            second_id = jobs["glue_round2"] = glue_executor(p, after).map_array(glue, second)[0].job_id.split("_")[0]
             arrays = f"{array_id}:{second_id}"
+            record_chain(**chain, glue_tasks=len(first), glue_round2_tasks=len(second))
             print(f"hpc_bert: GLUE second round: array {second_id} ({len(second)} tasks, afterok:{after})", flush=True)
         agg = aggregate_executor(p, arrays).submit(aggregate)
+        jobs["aggregate"] = agg.job_id
+        record_chain(**chain, glue_tasks=len(first), glue_round2_tasks=len(second))
         print(f"hpc_bert: GLUE array {array_id} ({len(first)} tasks, afterok:{pre.job_id}); "
               f"aggregation {agg.job_id} (afterany:{arrays})", flush=True)
     print(f"hpc_bert: watch it with: python -m hpc_bert.status {p.run_dir}", flush=True)

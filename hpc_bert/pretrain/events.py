@@ -1,4 +1,5 @@
-"""Observability: RUN_DIR/metrics.jsonl, TensorBoard scalars and a tqdm budget bar.
+"""Observability: RUN_DIR/metrics.jsonl, TensorBoard scalars, the run dir's W&B run
+(``--report_to ...,wandb``, see wandb_run.py) and a tqdm budget bar.
 
 Only rank 0 writes. Every event carries step, elapsed_s, progress, lr, loss (when known)
 and the wall time, so a run split over allocations reads as one timeline.
@@ -15,12 +16,14 @@ from hpc_bert.layout import METRICS_NAME, TENSORBOARD_DIR
 
 class EventLog:
     def __init__(self, run_dir: str, enabled: bool, budget_s: float, tensorboard: bool = True,
-                 progress_bar: bool = True):
+                 progress_bar: bool = True, wandb: dict | None = None):
+        """``wandb``: None, or WandbRun's arguments (project, name, entity, config)."""
         self.enabled = enabled
         self.budget_s = budget_s
         self._fh = None
         self._tb = None
         self._bar = None
+        self._wandb = None
         if not enabled:
             return
         os.makedirs(run_dir, exist_ok=True)
@@ -31,6 +34,9 @@ class EventLog:
                 self._tb = SummaryWriter(os.path.join(run_dir, TENSORBOARD_DIR))
             except ImportError:  # tensorboard is optional at run time
                 self._tb = None
+        if wandb is not None:
+            from hpc_bert.pretrain.wandb_run import WandbRun
+            self._wandb = WandbRun(run_dir, **wandb)
         if progress_bar and sys.stderr.isatty():
             from tqdm import tqdm
             self._bar = tqdm(total=1000, desc="budget", unit="‰", dynamic_ncols=True)
@@ -49,13 +55,23 @@ class EventLog:
                     # TensorBoard's x axis must be an int: budget time in milli-hours
                     self._tb.add_scalar(f"{key}/by_budget_millihours", record[key], int(hours * 1000))
             self._tb.add_scalar("progress", record["progress"], step)
+        if self._wandb is not None:
+            self._wandb.log(record)
         if self._bar is not None:
             self._bar.n = min(1000, int(record["progress"] * 1000))
             if record.get("loss") is not None:
                 self._bar.set_postfix(loss=f"{record['loss']:.3f}", step=step, refresh=False)
             self._bar.refresh()
 
-    def close(self) -> None:
+    def stopping(self, step: int, elapsed_s: float, reason: str, cause: str) -> None:
+        """The allocation ends early (signal or deadline) and will be requeued: recorded before the save."""
+        self.emit("stop_requested", step, elapsed_s, reason=reason, cause=cause)
+        if self._wandb is not None:
+            self._wandb.mark_preempting()
+
+    def close(self, exit_code: int = 0) -> None:
+        if self._wandb is not None:
+            self._wandb.finish(exit_code)
         if self._bar is not None:
             self._bar.close()
         if self._tb is not None:

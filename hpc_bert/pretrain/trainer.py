@@ -222,7 +222,11 @@ class _Allocation:
         # ---- the clock starts at the first step; everything before is startup ----------------
         self.elapsed0 = meta["elapsed_s"] if meta else 0.0
         self.clock = BudgetClock(s.budget_s, self.elapsed0, s.simulated_step_seconds if s.clock == "simulated" else None)
-        self.events = EventLog(run_dir, rank == 0, s.budget_s, cfg.runtime.tensorboard, cfg.runtime.progress_bar)
+        rt = cfg.runtime
+        wandb_run = (dict(project=cfg.checkpoint.project_name, name=cfg.checkpoint.job_name, entity=rt.wandb_entity,
+                          config=flat_dict(cfg)) if "wandb" in rt.report_to else None)
+        self.events = EventLog(run_dir, rank == 0, s.budget_s, rt.tensorboard and "tensorboard" in rt.report_to,
+                               rt.progress_bar, wandb_run)
         self.stop = StopFlag().install()
         self.deadline_end = allocation_end()
         self.save_s, self.step_s = 0.0, 0.0  # measured: they size the safety margin before the deadline
@@ -241,7 +245,9 @@ class _Allocation:
                      f"on {meta['world_size']} ranks" if meta else "fresh start")
                   + f"; startup {startup_s:.1f} s" + (f" (compile {self.compile_s:.1f} s)" if self.compile_s else ""))
         self.events.emit("allocation_start", self.state.step, self.elapsed0, startup_s=startup_s, world_size=world,
-                         compile_s=round(self.compile_s, 3))
+                         compile_s=round(self.compile_s, 3),
+                         **({"job_id": ledger.current.job_id, "restart_count": ledger.current.restart_count,
+                             "allocation": len(ledger.allocations)} if rank == 0 else {}))
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -270,6 +276,8 @@ class _Allocation:
                 d = after_validation(d, state.last_val_loss, elapsed, self.cfg)
             for m in d.markers:
                 self.save_marker(m, elapsed)
+            if d.stop and d.stop not in FINISHED:  # W&B: mark the run preempting before the save
+                self.events.stopping(state.step, elapsed, d.stop, d.cause)
             if d.checkpoint:
                 self.save_checkpoint(d.checkpoint, elapsed)
             if d.stop:
@@ -370,12 +378,13 @@ class _Allocation:
         checksum = float(sum(p.detach().double().sum() for p in self.engine.module.parameters()))
         hi, neg_lo = all_agree_max([checksum, -checksum], self.device)
         self.events.emit("allocation_end", state.step, clock.elapsed(), reason=reason, cause=d.cause,
-                         world_size=self.world, param_checksum_min=-neg_lo, param_checksum_max=hi)
+                         world_size=self.world, param_checksum_min=-neg_lo, param_checksum_max=hi,
+                         **({"restart_count": self.ledger.current.restart_count} if self.rank == 0 else {}))
         if self.rank == 0:
             self.ledger.end_allocation(clock, state.step, reason)
         log(self.rank, f"stopped at step {state.step}, elapsed {clock.elapsed():.1f} s ({clock.progress():.1%} of "
                        f"the budget): {reason} ({d.cause})")
-        self.events.close()
+        self.events.close(1 if reason == "error" else 0)
         self.stop.uninstall()
         if reason == "error":
             return 1
