@@ -1,13 +1,19 @@
 """W&B offline: one run per run dir across allocations (requeues resume the same id)."""
 import json
+import os
 
 import pytest
 
 pytest.importorskip("wandb")
 
 from hpc_bert.layout import WANDB_RUN_FILE
+from hpc_bert.pretrain.clock import Ledger
 from hpc_bert.pretrain.wandb_run import to_metrics
+from pretrain_fixtures import tiny_flags, train, vocab_and_shards
 from wandb_offline import offline_runs
+
+STEP_S = 10.0
+STEPS = 18
 
 # No key for this (unreachable) server and no WANDB_MODE: the run must decide on offline by itself.
 NO_WANDB_ACCOUNT = {"WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "", "WANDB_MODE": ""}
@@ -21,6 +27,43 @@ def test_metrics_rows_carry_step_and_budget_hours():
                       "reason": "timeout", "restart_count": 1})
     assert row == {"step": 9, "budget_hours": 0.01, "progress": 0.5, "allocation_end/reason": "timeout",
                    "allocation_end/restart_count": 1}
+
+
+@pytest.mark.slow
+def test_three_allocations_two_signal_stops_one_offline_run(tmp_path):
+    data, vocab = vocab_and_shards(tmp_path / "inputs", per_shard=40)
+    run = tmp_path / "run"
+    flags = tiny_flags(str(run), data, vocab, STEPS * STEP_S / 3600, clock="simulated",
+                       simulated_step_seconds=STEP_S, print_steps=2, finetune_time_markers="0.5",
+                       report_to="tensorboard,wandb", project_name="budget-bert-test", job_name="exp1")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    codes, logs = [], []
+    for fault in ("usr2@step:5", "term@step:11", ""):
+        r = train(flags, env_extra={**NO_WANDB_ACCOUNT, "HPC_BERT_FAULTS": fault}, timeout=300)
+        codes.append(r.returncode)
+        logs.append(r.stderr)
+    assert codes == [75, 75, 0], logs[-1][-3000:]
+    for err in logs:  # offline, said once per allocation in one line
+        lines = [x for x in err.splitlines() if "W&B runs offline" in x]
+        assert len(lines) == 1 and "no W&B API key" in lines[0], err[-2000:]
+    record = json.load(open(run / WANDB_RUN_FILE))
+    assert record["project"] == "budget-bert-test" and record["name"] == "exp1"
+    runs = offline_runs(str(run))
+    assert len(runs) == 3
+    assert {r["id"] for r in runs} == {record["id"]}
+    assert [r["preempting"] for r in runs] == [True, True, False]
+    steps = [row["step"] for r in runs for row in r["history"]]
+    assert steps == sorted(steps)
+    train_steps = [row["step"] for r in runs for row in r["history"] if "loss" in row]
+    assert train_steps == sorted(set(train_steps)) and train_steps[-1] == STEPS  # strictly increasing
+    assert all("budget_hours" in row for r in runs for row in r["history"])
+    starts = [row for r in runs for row in r["history"] if "allocation_start/restart_count" in row]
+    ends = [row for r in runs for row in r["history"] if "allocation_end/reason" in row]
+    assert [row["allocation_start/restart_count"] for row in starts] == [0, 1, 2]
+    assert [row["allocation_end/reason"] for row in ends] == ["timeout", "preempted", "budget_done"]
+    assert any("marker/marker" in row for r in runs for row in r["history"])
+    led = Ledger.load(str(run))
+    assert [a.end_reason for a in led.allocations] == ["timeout", "preempted", "budget_done"]
 
 
 def test_report_to_rejects_unknown_target(tmp_path):
