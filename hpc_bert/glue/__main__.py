@@ -89,7 +89,7 @@ def cmd_expand(argv: list[str]) -> int:
 
 
 def cmd_run(argv: list[str]) -> int:
-    from hpc_bert import finetune
+    from hpc_bert.glue import finetune
 
     config_path, rest = _split_positional(argv, "CONFIG", "python -m hpc_bert.glue run CONFIG --run_dir RUN_DIR --index I")
     args, _ = parse_config(GridArgs, rest, prog="python -m hpc_bert.glue run")
