@@ -172,6 +172,19 @@ def test_failed_pretraining_leaves_no_glue_job_pending(slurm_cluster, inputs, tm
     log = "".join(open(os.path.join(run, "submitit", f)).read() for f in os.listdir(os.path.join(run, "submitit"))
                   if f.endswith("_log.err"))
     assert "train_shard_0.hdf5" in log
+    # the aggregation (afterany) ends with one line naming the failed upstream job and its log
+    jobs = job_ids(r.stdout)
+    agg_log = open(os.path.join(run, "submitit", f"{jobs['aggregate']}_0_log.err")).read()
+    lines = [x for x in agg_log.splitlines() if x.startswith("hpc_bert: error:")]
+    assert len(lines) == 1 and f"pretraining job {jobs['pretrain']} failed" in lines[0], agg_log[-2000:]
+    assert f"{jobs['pretrain']}_0_log.err" in lines[0] and "train_shard_0.hdf5" in lines[0]
+    assert "no results.json" not in agg_log
+    status = subprocess.run([sys.executable, "-m", "hpc_bert.status", run], cwd=REPO, capture_output=True,
+                            text=True)
+    assert status.returncode == 0, status.stderr
+    failed = [x for x in status.stdout.splitlines() if "FAILED:" in x]
+    assert len(failed) == 1 and f"pretraining job {jobs['pretrain']} failed" in failed[0], status.stdout
+    assert "train_shard_0.hdf5" in failed[0]
 
 
 def test_allocation_longer_than_partition_limit(slurm_cluster, inputs, tmp_path):
@@ -179,4 +192,14 @@ def test_allocation_longer_than_partition_limit(slurm_cluster, inputs, tmp_path)
                 str(tmp_path / "run"), *pretrain_flags(inputs)])
     assert r.returncode == 2
     assert "exceeds the partition's time limit" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "submitit").exists()
+
+
+def test_site_option_the_controller_rejects_is_one_line(slurm_cluster, inputs, tmp_path):
+    r = submit(["--budget", "0.01", "--allocation_hours", "0.1", "--partition", "debug", "--run_dir",
+                str(tmp_path / "run"), "--slurm_additional", "constraint=a100", *pretrain_flags(inputs)])
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "sbatch rejects the pretraining job's options" in lines[0], r.stderr
+    assert "Invalid feature" in lines[0]
     assert not (tmp_path / "run" / "submitit").exists()
