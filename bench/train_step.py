@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -137,7 +138,7 @@ def ours_engine(mcfg, micro, accum, device, bf16, max_predictions, compile_, ds_
 def as_loader_batches(batches):
     import itertools
     from hpc_bert.data.loader import Batch
-    return itertools.cycle([Batch(0, i, False, b) for i, b in enumerate(batches)])
+    return itertools.cycle([Batch(0, i, False, b, np.arange(len(b['input_ids']))) for i, b in enumerate(batches)])
 
 
 def bench_ours(mcfg, batches, warmup, device, bf16, max_predictions, compile_, ds_adam) -> float:
@@ -148,7 +149,7 @@ def bench_ours(mcfg, batches, warmup, device, bf16, max_predictions, compile_, d
     source = as_loader_batches(batches)
 
     def step(_b):  # the loop's work per optimizer step: the micro batches, then the boundary's agreement
-        loss_sum, _ = accumulate(engine, source, 1, device)
+        loss_sum, _, _ = accumulate(engine, source, 1, device)
         agree_step(0, 0.0, loss_sum, device)
 
     seconds = timed(batches, warmup, device, step)
@@ -176,7 +177,7 @@ def count_syncs(mcfg, batches, device, bf16, max_predictions, accum: int) -> tup
         counters = [st["step"] for st in engine.optimizer.state.values() if torch.is_tensor(st.get("step"))]
         with HostSyncCounter(host_tensors=counters) as c:
             if name == "ours":
-                loss_sum, _ = accumulate(engine, source, accum, device)
+                loss_sum, _, _ = accumulate(engine, source, accum, device)
                 agree_step(0, 1.0, loss_sum, device)
             else:
                 all_agree_max([0.0, 1.0], device)

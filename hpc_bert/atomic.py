@@ -8,6 +8,7 @@ form (for writers that want a path, such as h5py or ``zipfile``); the others are
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -43,6 +44,15 @@ def atomic_output(path: str, before_commit: Callable[[], None] | None = None) ->
             os.unlink(tmp)
         raise
     fsync_path(folder)
+
+
+def file_sha256(path: str) -> str:
+    """The hex SHA-256 of a file, read in 1 MB blocks (any size, bounded memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_bytes_atomic(path: str, data: bytes, before_commit: Callable[[], None] | None = None) -> None:

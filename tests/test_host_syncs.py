@@ -6,6 +6,7 @@ hpc_bert.testing.syncs defines them (what would stall a GPU's queue).
 import os
 
 import pytest
+import numpy as np
 import torch
 
 from hpc_bert.config.pretrain import ModelConfig
@@ -27,7 +28,8 @@ def batches(n, micro=4, seq=16, per_row=3):
         mask = torch.ones_like(ids)
         mask[0, seq - 4:] = 0  # some padding
         out.append(Batch(0, i, False, {"input_ids": ids, "attention_mask": mask,
-                                       "token_type_ids": torch.zeros_like(ids), "labels": labels}))
+                                       "token_type_ids": torch.zeros_like(ids), "labels": labels},
+                         np.arange(i * len(ids), (i + 1) * len(ids))))
     return iter(out)
 
 
@@ -57,7 +59,7 @@ def test_one_host_sync_and_one_all_reduce_per_optimizer_step(engine):
     # torch AdamW's per-parameter step counters live on the host (off the fused CUDA path): not syncs
     counters = [s["step"] for s in engine.optimizer.state.values() if torch.is_tensor(s.get("step"))]
     with HostSyncCounter(host_tensors=counters) as inside:
-        loss_sum, _ = accumulate(engine, source, ACCUM, "cpu")
+        loss_sum, _, _ = accumulate(engine, source, ACCUM, "cpu")
     assert inside.total == 0 and inside.all_reduces == 0, dict(inside.syncs)
     with HostSyncCounter(host_tensors=counters) as boundary:
         code, elapsed, nonfinite = agree_step(2, 5.0, loss_sum, "cpu")

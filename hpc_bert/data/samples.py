@@ -22,7 +22,7 @@ import random
 
 import numpy as np
 
-from hpc_bert.atomic import remove_stale_temps
+from hpc_bert.atomic import file_sha256, remove_stale_temps
 from hpc_bert.data.config import SampleConfig
 from hpc_bert.data.hdf5io import our_shard_files, read_attrs, shard_writer
 from hpc_bert.data.packing import (FullSentencePacker, SpecialIds, build_rows, mask_rows, pack_document,
@@ -137,14 +137,6 @@ def shard_stats(path: str) -> dict | None:
             "samples": int(attrs["stat_samples"]), **{k: int(attrs[f"stat_{k}"]) for k in STAT_KEYS}}
 
 
-def _file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def plan_jobs(text_shards: list[str], output_dir: str, tokenizer, config: SampleConfig,
               only: set[str] | None = None) -> list[ShardJob]:
     """One job per text shard (``only``: these text shard names), keyed by what makes its bytes."""
@@ -163,7 +155,7 @@ def plan_jobs(text_shards: list[str], output_dir: str, tokenizer, config: Sample
             continue
         index = int("".join(c for c in name if c.isdigit()) or 0)
         key = settings.copy()
-        key.update(f"{name}:{_file_digest(path)}".encode())
+        key.update(f"{name}:{file_sha256(path)}".encode())
         jobs.append(ShardJob(path, os.path.join(output_dir, f"{split}_shard_{index:03d}.hdf5"), split, index,
                              tok_json, ids, config, key.hexdigest()[:32]))
     return jobs

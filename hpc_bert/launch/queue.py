@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,25 @@ DONE_STATES = {"COMPLETED"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT"}
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "RESIZING"}
 # everything else (FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, DEADLINE, BOOT_FAIL) failed
+
+
+def slurm_available() -> bool:
+    if not shutil.which("sbatch"):
+        return False
+    return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
+
+
+def partition_limit_hours(partition: str | None) -> float | None:
+    """The partition's MaxTime in hours (None: unlimited or unknown)."""
+    cmd = ["sinfo", "-h", "-o", "%l"] + (["-p", partition] if partition else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.split()
+    if not out or out[0] in ("infinite", "n/a"):
+        return None
+    days, _, hms = out[0].rpartition("-")
+    parts = [int(x) for x in hms.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    return int(days or 0) * 24 + parts[0] + parts[1] / 60 + parts[2] / 3600
 
 
 def record_chain(run_dir: str, cluster: str, jobs: dict[str, str], glue_tasks: int, logs: str,

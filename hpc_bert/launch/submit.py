@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -26,6 +24,7 @@ from hpc_bert.config.flags import check_choices, field, leaf_fields, parse_confi
 from hpc_bert.config.pretrain import PretrainConfig
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
 from hpc_bert.launch import cluster_options
+from hpc_bert.launch import queue
 from hpc_bert.launch.queue import record_chain
 from hpc_bert.layout import GLUE_TABLE_MD, SUBMITIT_DIR
 
@@ -95,25 +94,6 @@ def allocations_needed(budget_hours: float, allocation_hours: float, signal_dela
     alloc_s = allocation_hours * 3600
     useful_s = max(0.2 * alloc_s, alloc_s - signal_delay_s - ALLOCATION_OVERHEAD_S[cluster])
     return math.ceil(budget_hours * 3600 / useful_s)
-
-
-def slurm_available() -> bool:
-    if not shutil.which("sbatch"):
-        return False
-    return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
-
-
-def partition_limit_hours(partition: str | None) -> float | None:
-    """The partition's MaxTime in hours (None: unlimited or unknown)."""
-    cmd = ["sinfo", "-h", "-o", "%l"] + (["-p", partition] if partition else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.split()
-    if not out or out[0] in ("infinite", "n/a"):
-        return None
-    days, _, hms = out[0].rpartition("-")
-    parts = [int(x) for x in hms.split(":")]
-    while len(parts) < 3:
-        parts.insert(0, 0)
-    return int(days or 0) * 24 + parts[0] + parts[1] / 60 + parts[2] / 3600
 
 
 def measured_save_seconds(run_dir: str) -> float | None:
@@ -205,7 +185,7 @@ def plan(argv: list[str]) -> Plan:
         glue_runs = glue_grid.expand(grid, glue_grid.resolve_checkpoints(grid, checkpoints, run_dir), run_dir)
     cluster = sub.cluster
     if cluster == "auto":
-        cluster = "slurm" if slurm_available() else "local"
+        cluster = "slurm" if queue.slurm_available() else "local"
     slurm_options = cluster_options.parse(sub.slurm_additional, "--slurm_additional")
     glue_options = cluster_options.merged(slurm_options, cluster_options.parse(sub.glue_slurm_additional,
                                                                                "--glue_slurm_additional"))
@@ -215,10 +195,10 @@ def plan(argv: list[str]) -> Plan:
         raise UserError("--slurm_additional / --glue_slurm_additional / --setup are sbatch options: pass "
                         "--cluster slurm, or drop them for --cluster local (run setup commands before submit)")
     if cluster == "slurm" and not sub.dry_run:
-        if not slurm_available():
+        if not queue.slurm_available():
             raise UserError("--cluster slurm but no SLURM controller answers (sinfo failed): run on a login node, "
                             "or pass --cluster local")
-        limit = partition_limit_hours(sub.partition)
+        limit = queue.partition_limit_hours(sub.partition)
         if limit is not None and sub.allocation_hours > limit:
             raise UserError(f"--allocation_hours {sub.allocation_hours:g} exceeds the partition's time limit "
                             f"({limit:g} h): pass --allocation_hours {limit:g} or less")

@@ -255,7 +255,7 @@ class _Allocation:
         batches = iter(self.loader)
         self.engine.train()
         clock.start()
-        loss_sum, epochs_ended = None, 0
+        loss_sum, epochs_ended, t_step = None, 0, time.monotonic()
         self._t_print, self._samples_print = time.monotonic(), state.samples_seen
         while True:
             # agree: the boundary's one all-reduce (stop code, elapsed, the step's loss finite?)
