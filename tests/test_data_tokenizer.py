@@ -76,10 +76,15 @@ def test_cased_vocab_is_detected(tmp_path):
 
 
 def test_hub_name_offline_is_one_clear_line(monkeypatch):
-    monkeypatch.setattr(tk, "_hub_reachable", lambda timeout_s=5.0: False)
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: refused at once
     with pytest.raises(UserError, match="not reachable: pass a vocab.txt or tokenizer dir") as e:
         tk.load_tokenizer("surely-not-cached/bert-xyz")
     assert "\n" not in str(e.value)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="HF_HUB_OFFLINE is set: pass a vocab.txt"):
+        tk.load_tokenizer("surely-not-cached/bert-xyz")
 
 
 @pytest.mark.parametrize("content, message", [

@@ -25,6 +25,7 @@ import re
 from typing import IO, Iterator
 
 from hpc_bert.errors import UserError
+from hpc_bert.hub import unreachable_reason
 
 COMPRESSION = (".gz", ".bz2", ".xz", ".zst")
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -217,6 +218,10 @@ def dataset_documents(name: str, config: str | None, text_field: str = "text",
         import datasets
     except ImportError:
         raise UserError("--dataset_name needs the datasets package: pip install datasets") from None
+    why = None if os.path.isdir(name) else unreachable_reason()
+    if why:
+        raise UserError(f"cannot stream dataset {name!r} ({why}): set --input to a local copy, or run where "
+                        "the hub is reachable")
     try:
         ds = datasets.load_dataset(name, config, split=split, streaming=True)
         if text_field not in (ds.column_names or [text_field]):

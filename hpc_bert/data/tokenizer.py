@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from typing import Iterable
-from urllib.parse import urlparse
 
 from hpc_bert.atomic import write_text_atomic
 from hpc_bert.errors import UserError
+from hpc_bert.hub import unreachable_reason
 
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]",
                   "sep_token": "[SEP]", "mask_token": "[MASK]"}
@@ -92,17 +91,6 @@ def tokenizer_from_vocab_file(path: str, lowercase: bool | None = None):
     return tokenizer_from_vocab(vocab, lowercase)
 
 
-def _hub_reachable(timeout_s: float = 5.0) -> bool:
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    parsed = urlparse(endpoint)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
 def _from_hub(name: str):
     from transformers import AutoTokenizer
 
@@ -110,9 +98,8 @@ def _from_hub(name: str):
         return AutoTokenizer.from_pretrained(name, local_files_only=True)
     except (OSError, ValueError):
         pass
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    if offline or not _hub_reachable():
-        why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub is not reachable"
+    why = unreachable_reason()
+    if why:
         raise UserError(f"tokenizer {name!r} is not a local file or dir and {why}: pass a vocab.txt or "
                         f"tokenizer dir to --tokenizer_name ({FETCH_HINT})")
     try:

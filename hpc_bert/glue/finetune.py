@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -25,17 +24,15 @@ from hpc_bert.atomic import write_json_atomic
 from hpc_bert.config.flags import check_choices, field, flat_dict, parse_config
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
 from hpc_bert.glue import metrics as glue_metrics
+from hpc_bert.glue.encode import EncodedTask, encode, subset
 from hpc_bert.glue import prompt as glue_prompt
 from hpc_bert.glue.steps import capped_warmup, training_steps
 from hpc_bert.glue.submission import write_predictions
-from hpc_bert.glue.tasks import HUB_DATASET, TASK_ORDER, Example, TaskSpec, get_task, load_task, load_test
+from hpc_bert.glue.tasks import HUB_DATASET, TASK_ORDER, TaskSpec, get_task, load_task, load_test
 from hpc_bert.layout import GLUE_RESULTS as RESULTS_FILE
 
 STRATEGIES = ("no", "steps", "epoch")
 SCHEDULERS = ("linear", "polynomial", "cosine", "constant", "constant_with_warmup", "inverse_sqrt")
-# The subset picked by --max_train_samples is the same for every --seed, so seeds differ
-# only in initialisation and order, as in a real seed sweep.
-SUBSET_SEED = 0
 
 
 @dataclass
@@ -134,13 +131,6 @@ class FinetuneConfig:
             self.verbalizer = ",".join(words)
 
 
-def subset(examples: list[Example], limit: int | None) -> list[Example]:
-    if limit is None or limit >= len(examples):
-        return examples
-    keep = sorted(random.Random(SUBSET_SEED).sample(range(len(examples)), limit))
-    return [examples[i] for i in keep]
-
-
 def check_output_dir(cfg: FinetuneConfig) -> None:
     results = os.path.join(cfg.output_dir, RESULTS_FILE)
     if os.path.exists(results):
@@ -199,43 +189,6 @@ def load_model(cfg: FinetuneConfig, task: TaskSpec, tokenizer=None, label_ids: l
         kwargs["label2id"] = {label: i for i, label in enumerate(task.labels)}
     return AutoModelForSequenceClassification.from_pretrained(
         cfg.model_name_or_path, ignore_mismatched_sizes=cfg.ignore_mismatched_sizes, **kwargs)
-
-
-class EncodedTask:
-    """Tokenized examples as a map-style dataset of dicts; padding happens per batch."""
-
-    def __init__(self, encodings: dict[str, list], labels: list | None):
-        self.encodings, self.labels = encodings, labels  # labels None: a test set
-
-    def __len__(self) -> int:
-        return len(self.encodings["input_ids"])
-
-    def __getitem__(self, i: int) -> dict:
-        item = {k: v[i] for k, v in self.encodings.items()}
-        if self.labels is not None:
-            item["labels"] = self.labels[i]
-        return item
-
-
-def encode(examples: list[Example], task: TaskSpec, tokenizer, max_len: int, use_token_types: bool,
-           prompt_template: str | None = None) -> EncodedTask:
-    if prompt_template:  # one cloze text per example, the pair's texts included
-        texts_a, texts_b = glue_prompt.render_prompts(examples, prompt_template, tokenizer, max_len), None
-    else:
-        texts_a = [e.text_a for e in examples]
-        texts_b = [e.text_b or "" for e in examples] if task.text_b is not None else None
-    # Explicit padding/truncation override whatever the saved tokenizer.json asks for.
-    enc = dict(tokenizer(texts_a, texts_b, truncation=True, max_length=max_len, padding=False))
-    if not use_token_types:
-        enc.pop("token_type_ids", None)
-    if any(e.label == "" for e in examples):  # test files carry no labels
-        labels = None
-    elif task.is_regression:
-        labels = [float(e.label) for e in examples]
-    else:
-        index = {label: i for i, label in enumerate(task.labels)}
-        labels = [index[e.label] for e in examples]
-    return EncodedTask(enc, labels)
 
 
 def check_head(cfg: FinetuneConfig, task: TaskSpec) -> None:

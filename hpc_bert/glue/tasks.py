@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from hpc_bert.errors import UserError
+from hpc_bert.hub import unreachable_reason
 
 # Some GLUE rows (QQP, MNLI) are longer than csv's default field limit of 128 KiB allows.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -315,6 +316,9 @@ def _open_hub(config: str, source: str, fix: str):
             for f in files:
                 by_split.setdefault(f.split("-")[0], []).append(os.path.join(folder, f))
             return datasets.load_dataset("parquet", data_files=by_split)
+        why = unreachable_reason()
+        if why:
+            raise UserError(f"could not load GLUE {config} from {source} ({why}): {fix}")
         return datasets.load_dataset(source, config)
     except UserError:
         raise
