@@ -65,6 +65,14 @@ def write_text_atomic(path: str, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def read_json(path: str) -> Any:
+    """A JSON file written by ``write_json_atomic`` (never half-written), or None when absent."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        return json.load(fh)
+
+
 def write_json_atomic(path: str, obj: Any, before_commit: Callable[[], None] | None = None) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode(), before_commit)
 

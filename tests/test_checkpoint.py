@@ -123,7 +123,7 @@ for step in range(1, 5):
 again = ck.save_training_checkpoint(eng, run, 0, 4, {"step": 4}, {}, keep, lambda: 99.0)
 fresh = engine(1)
 meta = ck.find_latest(run)
-state = ck.load_training_checkpoint(fresh, run, 0, meta["tag"])
+state = ck.load_training_checkpoint(fresh, run, 0, meta["tag"], 1, 1)
 same = all(torch.equal(a, b) for a, b in zip(eng.module.parameters(), fresh.module.parameters()))
 print(json.dumps({"kept": kept, "again": again, "meta": meta, "rank_step": state["step"], "same": same}))
 shutdown()

@@ -63,7 +63,6 @@ def test_parquet_and_arrow_from_datasets(tmp_path):
     assert read(tmp_path / "saved", "content") == DOCS
 
 
-@pytest.mark.slow  # datasets' offline hub lookup takes ~20 s
 def test_dataset_name_streams_a_local_parquet_copy_offline(tmp_path, monkeypatch):
     datasets = pytest.importorskip("datasets")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

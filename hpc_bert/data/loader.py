@@ -315,24 +315,23 @@ class _Prefetcher:
             self._thread = threading.Thread(target=self._run, name="hpc_bert-prefetch", daemon=True)
             self._thread.start()
 
+    def _put(self, item) -> bool:
+        """Hand ``item`` to the consumer, waiting for room; False when asked to stop first."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return not self._stop.is_set()
+            except queue.Full:
+                continue
+        return False
+
     def _run(self) -> None:
         try:
             for item in self._generator:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+                if not self._put(item):
                     return
         except BaseException as e:  # hand over to the consumer, which re-raises it
-            while not self._stop.is_set():
-                try:
-                    self._queue.put(e, timeout=0.1)
-                    return
-                except queue.Full:
-                    continue
+            self._put(e)
 
     def get(self) -> Batch:
         if self._queue is None:

@@ -220,8 +220,8 @@ def dataset_documents(name: str, config: str | None, text_field: str = "text",
         raise UserError("--dataset_name needs the datasets package: pip install datasets") from None
     why = None if os.path.isdir(name) else unreachable_reason()
     if why:
-        raise UserError(f"cannot stream dataset {name!r} ({why}): set --input to a local copy, or run where "
-                        "the hub is reachable")
+        raise UserError(f"cannot stream dataset {name!r}{f' ({config})' if config else ''} ({why}): set --input "
+                        "to a local copy, or run where the hub is reachable")
     try:
         ds = datasets.load_dataset(name, config, split=split, streaming=True)
         if text_field not in (ds.column_names or [text_field]):

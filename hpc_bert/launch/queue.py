@@ -8,7 +8,6 @@ reads the run dir for what it did.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -16,7 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from hpc_bert.atomic import write_json_atomic
+from hpc_bert.atomic import read_json, write_json_atomic
 from hpc_bert.layout import CHAIN_FILE
 
 ROLES = ("pretrain", "glue_array", "glue_round2", "aggregate")  # glue_round2: start_from tasks
@@ -55,11 +54,7 @@ def record_chain(run_dir: str, cluster: str, jobs: dict[str, str], glue_tasks: i
 
 
 def read_chain(run_dir: str) -> dict | None:
-    path = os.path.join(run_dir, CHAIN_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as fh:
-        return json.load(fh)
+    return read_json(os.path.join(run_dir, CHAIN_FILE))
 
 
 @dataclass

@@ -11,14 +11,13 @@ and says so in one line. wandb is an optional extra: ``pip install hpc_bert[wand
 """
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
 import sys
 from urllib.parse import urlparse
 
-from hpc_bert.atomic import write_json_atomic
+from hpc_bert.atomic import read_json, write_json_atomic
 from hpc_bert.layout import WANDB_RUN_FILE
 
 # Event fields that are bookkeeping, not metrics.
@@ -62,11 +61,7 @@ def choose_mode() -> tuple[str, str | None]:
 
 
 def read_record(run_dir: str) -> dict | None:
-    path = os.path.join(run_dir, WANDB_RUN_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as fh:
-        return json.load(fh)
+    return read_json(os.path.join(run_dir, WANDB_RUN_FILE))
 
 
 def to_metrics(record: dict) -> dict:
