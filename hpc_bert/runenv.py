@@ -134,10 +134,13 @@ def local_end_time(env: Mapping[str, str] = os.environ) -> float | None:
 
 
 def exports(env: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """What a SLURM batch script exports to its srun tasks: master address and port, deadline."""
+    """What a SLURM batch script exports to its srun tasks: master address and port, deadline.
+
+    Always the job's own: sbatch copies the submitting shell's environment into the job, and a
+    MASTER_PORT left there (another job's, a test's) would collide on a shared node."""
     jid = env.get("SLURM_JOB_ID", "")
-    out = {"MASTER_ADDR": env.get("MASTER_ADDR") or expand_hosts(env.get("SLURM_JOB_NODELIST", ""))[0],
-           "MASTER_PORT": env.get("MASTER_PORT") or str(master_port(jid))}
+    out = {"MASTER_ADDR": expand_hosts(env.get("SLURM_JOB_NODELIST", ""))[0],
+           "MASTER_PORT": str(master_port(jid))}
     end = slurm_end_time(jid) if jid else None
     out[DEADLINE_ENV] = f"{end:.0f}" if end else ""
     return out

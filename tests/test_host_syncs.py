@@ -39,6 +39,7 @@ def engine():
     from hpc_bert.config.pretrain import OptimConfig
     from hpc_bert.model.optim import build_optimizer
     from hpc_bert.pretrain.distributed import DistEnv, init_distributed, shutdown
+    saved = dict(os.environ)  # init_distributed exports RANK, WORLD_SIZE, MASTER_*: not for later tests
     init_distributed(DistEnv(0, 1, 0, "127.0.0.1", 29300 + os.getpid() % 500))
     cfg = ModelConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                       max_position_embeddings=64)
@@ -49,6 +50,8 @@ def engine():
     eng.train()
     yield eng
     shutdown()
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def test_one_host_sync_and_one_all_reduce_per_optimizer_step(engine):

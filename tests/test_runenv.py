@@ -50,9 +50,9 @@ def test_sbatch_template_uses_the_one_port_formula():
     assert "SLURM_JOB_ID %" not in template and "20000" not in template
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_"))}
     out = subprocess.run([sys.executable, "-m", "hpc_bert.runenv", "exports"], cwd=REPO, capture_output=True,
-                         text=True, env={**env, "SLURM_JOB_ID": "4242"}, timeout=60)
+                         text=True, env={**env, "SLURM_JOB_ID": "4242", "MASTER_PORT": "29334"}, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "export MASTER_PORT=24242" in out.stdout.splitlines()
+    assert "export MASTER_PORT=24242" in out.stdout.splitlines()  # the job's, not one the shell passed on
     port = subprocess.run([sys.executable, "-m", "hpc_bert.runenv", "port"], cwd=REPO, capture_output=True,
                           text=True, env={**env, "SLURM_JOB_ID": "4242"}, timeout=60)
     assert port.stdout.strip() == str(runenv.master_port("4242"))

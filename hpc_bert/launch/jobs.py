@@ -24,8 +24,8 @@ def _export_run_env() -> tuple[int, str, bool]:
     local = env.cluster == "local"
     hosts = env.hostnames if not local else ["127.0.0.1"]
     os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks), LOCAL_RANK=str(env.local_rank),
-                      MASTER_ADDR=os.environ.get("MASTER_ADDR") or hosts[0],
-                      MASTER_PORT=os.environ.get("MASTER_PORT") or str(runenv.master_port(env.job_id)))
+                      # the job's own, never the submitting shell's (sbatch copies its environment)
+                      MASTER_ADDR=hosts[0], MASTER_PORT=str(runenv.master_port(env.job_id)))
     end = runenv.local_end_time() if local else runenv.slurm_end_time(str(env.job_id))
     if end:
         os.environ[runenv.DEADLINE_ENV] = str(end)
