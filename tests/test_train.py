@@ -20,11 +20,11 @@ pytestmark = pytest.mark.slow
 STEP_S = 10.0          # simulated seconds per optimizer step
 STEPS = 24             # the budget is STEPS steps
 HOURS = STEPS * STEP_S / 3600
-# An epoch is one 40-sample shard = 5 micro batches of 8; a step is 2 of them (batch 16), so
-# epochs end in steps 3, 5, 8, 10, ... (validation_epochs 1 validates after each); markers 0.3
-# and 0.6 are reached at steps ceil(7.2) = 8 and ceil(14.4) = 15; periodic checkpoints every
-# 1.5 simulated minutes = 9 steps, then one at the budget's end.
-VALIDATION_STEPS = [3, 5, 8, 10, 13, 15, 18, 20, 23]
+# An epoch is one pass over all training samples (2 shards of 40 = 80 samples, the loader's global
+# order) = 5 steps of 16, so epochs end in steps 5, 10, 15, 20 (validation_epochs 1 validates after
+# each); markers 0.3 and 0.6 are reached at steps ceil(7.2) = 8 and ceil(14.4) = 15; periodic
+# checkpoints every 1.5 simulated minutes = 9 steps, then one at the budget's end.
+VALIDATION_STEPS = [5, 10, 15, 20]
 MARKER_STEPS = {0.3: 8, 0.6: 15}
 CHECKPOINTS = [(9, "periodic"), (18, "periodic"), (24, "budget_done")]
 
@@ -200,7 +200,7 @@ def test_early_stopping_on_validation_loss(tmp_path, inputs):
     r = train(flags(run, inputs, use_early_stopping="true", early_stop_time=0, early_stop_eval_loss=0.5))
     assert r.returncode == 0, r.stderr[-3000:]
     led = Ledger.load(str(run))
-    # the first validation (after epoch 1, step 3) is already above 0.5: it stops there
+    # the first validation (after epoch 1, step 5) is already above 0.5: it stops there
     assert led.current.end_reason == "early_stop" and led.current.step_last == VALIDATION_STEPS[0]
     end = [e for e in read_events(str(run)) if e["event"] == "allocation_end"][-1]
     assert end["reason"] == "early_stop" and end["step"] == VALIDATION_STEPS[0]
@@ -261,21 +261,23 @@ def test_two_cpu_ranks_stay_in_sync(tmp_path, inputs):
     end = [e for e in read_events(str(run)) if e["event"] == "allocation_end"][-1]
     assert end["world_size"] == 2
     assert end["param_checksum_min"] == end["param_checksum_max"]
-    # each rank saved its own loader position; rebuilt from it at the start of that epoch, the
-    # two ranks read different samples of the epoch's shard (5 micro batches of 4 each)
+    # the saved loader state is global (one position for every rank); rebuilt from it at the start,
+    # the two ranks read different samples of one epoch (80 samples = 10 rounds of 2 x 4) and agree
+    # on each round's global sample ids
     from hpc_bert.data.loader import PretrainingDataLoader
     tag = json.load(open(run / "checkpoints" / "latest.json"))["tag"]
-    rows = []
+    state = torch.load(run / "checkpoints" / tag / "rank_0_state.pt", weights_only=True)["loader"]
+    assert state["next_sample"] > 0
+    rows, rounds = [], []
     for rank in (0, 1):
-        state = torch.load(run / "checkpoints" / tag / f"rank_{rank}_state.pt", weights_only=False)["loader"]
-        assert state["rank"] == rank and state["world_size"] == 2
-        loader = PretrainingDataLoader(inputs[0], micro_batch_size=4, rank=rank, world_size=2, seed=7, prefetch=1)
-        loader.load_state_dict({**state, "index": 0})
+        loader = PretrainingDataLoader(inputs[0], micro_batch_size=4, rank=rank, world_size=2, seed=state["seed"], prefetch=1)
+        loader.load_state_dict({**state, "next_sample": 0})
         batches = iter(loader)
-        epoch = [next(batches) for _ in range(5)]
-        assert {b.epoch for b in epoch} == {state["epoch"]}
+        epoch = [next(batches) for _ in range(10)]
         rows.append({tuple(r.tolist()) for b in epoch for r in b.tensors["input_ids"]})
-    assert len(rows[0]) >= 15 and len(rows[1]) >= 15 and not rows[0] & rows[1]
+        rounds.append([b.round_sample_ids.tolist() for b in epoch])
+    assert rounds[0] == rounds[1]
+    assert len(rows[0]) >= 30 and len(rows[1]) >= 30 and not rows[0] & rows[1]
 
 
 def test_bf16_autocast_with_zero1_resumes_bit_for_bit(tmp_path, inputs):
