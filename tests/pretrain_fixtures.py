@@ -82,3 +82,25 @@ def train(flags: list[str], env_extra: dict | None = None, timeout: float = 300,
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}",
                f"--master_port={env['MASTER_PORT']}", "-m", "hpc_bert.train", *flags]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# The simulated-clock schedule the trainer tests rehearse: markers at 0.3 and 0.6 of the budget, a
+# validation after every epoch, a periodic checkpoint every 1.5 simulated minutes.
+SIMULATED_SCHEDULE = dict(clock="simulated", finetune_time_markers="0.3,0.6", do_validation="true",
+                          validation_epochs=1, checkpoint_every_minutes=1.5)
+
+
+def simulated_flags(run_dir, inputs, hours: float, step_s: float, **over) -> list[str]:
+    """tiny_flags for ``inputs`` (shards, vocab) under SIMULATED_SCHEDULE, ``over`` winning."""
+    data, vocab = inputs
+    return tiny_flags(str(run_dir), data, vocab, hours,
+                      **{**SIMULATED_SCHEDULE, "simulated_step_seconds": step_s, **over})
+
+
+def final_weights(run_dir) -> dict:
+    """The model weights of the newest training checkpoint (DeepSpeed's rank-0 model file)."""
+    import json
+    import torch
+    tag = json.load(open(os.path.join(run_dir, "checkpoints", "latest.json")))["tag"]
+    return torch.load(os.path.join(run_dir, "checkpoints", tag, "mp_rank_00_model_states.pt"),
+                      weights_only=True)["module"]

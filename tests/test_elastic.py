@@ -21,7 +21,7 @@ from hpc_bert.errors import UserError
 from hpc_bert.pretrain.clock import Ledger
 from hpc_bert.pretrain.elastic import accumulation_steps, world_sizes_for
 from hpc_bert.pretrain.events import read_events
-from pretrain_fixtures import REPO, tiny_flags, train, vocab_and_shards
+from pretrain_fixtures import REPO, final_weights, simulated_flags, train
 
 STEP_S = 10.0
 STEPS = 24
@@ -86,25 +86,10 @@ def test_a_pickle_that_would_run_code_is_refused_and_never_runs(tmp_path):
 
 # ---- end to end: real DeepSpeed, gloo, simulated clock --------------------------------------
 
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    return vocab_and_shards(tmp_path_factory.mktemp("inputs"), per_shard=40)
-
-
 def flags(run_dir, inputs, **over):
-    data, vocab = inputs
-    base = dict(clock="simulated", simulated_step_seconds=STEP_S, finetune_time_markers="0.3,0.6",
-                do_validation="true", validation_epochs=1, checkpoint_every_minutes=1.5,
-                train_batch_size=16, train_micro_batch_size_per_gpu=4,
-                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    base.update(over)
-    return tiny_flags(str(run_dir), data, vocab, HOURS, **base)
-
-
-def final_weights(run_dir) -> dict:
-    tag = json.load(open(os.path.join(run_dir, "checkpoints", "latest.json")))["tag"]
-    return torch.load(os.path.join(run_dir, "checkpoints", tag, "mp_rank_00_model_states.pt"),
-                      weights_only=True)["module"]
+    return simulated_flags(run_dir, inputs, HOURS, STEP_S, **{
+        "train_batch_size": 16, "train_micro_batch_size_per_gpu": 4,
+        "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, **over})
 
 
 def trace(run_dir) -> dict:

@@ -13,7 +13,7 @@ import torch
 
 from hpc_bert.pretrain.clock import Ledger
 from hpc_bert.pretrain.events import read_events
-from pretrain_fixtures import tiny_flags, train, vocab_and_shards
+from pretrain_fixtures import final_weights, simulated_flags, tiny_flags, train
 
 pytestmark = pytest.mark.slow
 
@@ -29,25 +29,8 @@ MARKER_STEPS = {0.3: 8, 0.6: 15}
 CHECKPOINTS = [(9, "periodic"), (18, "periodic"), (24, "budget_done")]
 
 
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    return vocab_and_shards(tmp_path_factory.mktemp("inputs"), per_shard=40)
-
-
 def flags(run_dir, inputs, **over):
-    data, vocab = inputs
-    base = dict(clock="simulated", simulated_step_seconds=STEP_S, finetune_time_markers="0.3,0.6",
-                finetune_checkpoint_at_end="true", do_validation="true", validation_epochs=1,
-                checkpoint_every_minutes=1.5)
-    base.update(over)
-    return tiny_flags(str(run_dir), data, vocab, HOURS, **base)
-
-
-def final_weights(run_dir) -> dict:
-    meta = json.load(open(os.path.join(run_dir, "checkpoints", "latest.json")))
-    sd = torch.load(os.path.join(run_dir, "checkpoints", meta["tag"], "mp_rank_00_model_states.pt"),
-                    weights_only=False)["module"]
-    return sd
+    return simulated_flags(run_dir, inputs, HOURS, STEP_S, **{"finetune_checkpoint_at_end": "true", **over})
 
 
 def trace(run_dir) -> dict:
