@@ -212,30 +212,6 @@ def test_rerun_with_other_settings_needs_overwrite(prepared, corpus_and_vocab):
         run(corpus, out, vocab, num_workers=1, dup_factor=2)
 
 
-@pytest.mark.parametrize("vocab_kind", ["trained", "bert_layout_cased"])
-def test_document_encoding_equals_sentence_encoding(corpus_and_vocab, vocab_kind, tmp_path):
-    from hpc_bert.data.packing import plain_ascii_variant, tokenize_docs
-    from hpc_bert.data.tokenizer import load_tokenizer
-
-    vocab = corpus_and_vocab[1]
-    if vocab_kind == "bert_layout_cased":  # the same vocab, not lowercased
-        tok = load_tokenizer(vocab, lowercase=False)
-    else:
-        tok = load_tokenizer(vocab)
-    backend = tok.backend_tokenizer
-    plain = plain_ascii_variant(backend.to_str())
-    assert plain is not None
-    docs = [["First Sentence HERE.", "And a second one!"], ["Only one."],
-            ["Ünïcode café 1790.", "x", "Plain again (ASCII) [SEP] split.", "tab\there\x07bell", "中文 text"],
-            ["A\u00a0non-breaking space.", "ÀÉÎ upper accents."]]
-    expected = [tok(part, add_special_tokens=False)["input_ids"]
-                for d in docs for s in d for part in s.split("[SEP]")]
-    for encoder in (None, plain):
-        flat, bounds = tokenize_docs(backend, docs, "[SEP]", tok.sep_token_id, encoder)
-        got = [flat[a:b].tolist() for doc in bounds for a, b in zip(doc[:-1], doc[1:])]
-        assert got == expected
-
-
 def test_cli_prepare_with_a_trained_tokenizer_feeds_the_loader(corpus_and_vocab, tmp_path, capsys):
     from hpc_bert.data.__main__ import main
     from hpc_bert.data.loader import PretrainingDataLoader

@@ -16,17 +16,11 @@ Masking is BERT's static 80/10/10 rule, vectorised over rows.
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import json
 import random
-import re
 
 import numpy as np
 
 from hpc_bert.data.config import SampleConfig
-
-_ENCODE_BATCH = 512  # documents per encode call: bounds memory of Encoding objects
-
 
 @dataclasses.dataclass(frozen=True)
 class SpecialIds:
@@ -35,76 +29,11 @@ class SpecialIds:
     sep: int
     mask: int
     vocab_size: int
-    sep_token: str = "[SEP]"
 
     @classmethod
     def of(cls, tok) -> "SpecialIds":
         return cls(pad=tok.pad_token_id, cls=tok.cls_token_id, sep=tok.sep_token_id,
-                   mask=tok.mask_token_id, vocab_size=len(tok), sep_token=str(tok.sep_token))
-
-
-_NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
-
-
-def plain_ascii_variant(backend_json: str):
-    """The tokenizer with a cheaper normalizer that gives the same ids on printable ASCII text,
-    or None. On such text BERT's normalizer (control characters, CJK spacing, NFD accent
-    stripping) changes nothing but the case, and it is about a third of the encoding time."""
-    from tokenizers import Tokenizer, normalizers
-
-    spec = json.loads(backend_json).get("normalizer") or {}
-    if spec.get("type") != "BertNormalizer":
-        return None
-    plain = Tokenizer.from_str(backend_json)
-    plain.normalizer = normalizers.Lowercase() if spec.get("lowercase") else normalizers.Sequence([])
-    return plain
-
-
-def tokenize_docs(backend, docs: list[list[str]], sep: str, sep_id: int,
-                  plain=None) -> tuple[np.ndarray, list[list[int]]]:
-    """Flat token array of the shard plus, per document, its sentence boundary offsets
-    (sentences of a document are contiguous, so a packed sequence is one slice).
-
-    Consecutive sentences are encoded in one call, joined by the [SEP] token, whose id then
-    marks the boundaries: ~10% faster than one call per sentence and far fewer Python
-    objects. Words never merge across a boundary, so the ids equal per-sentence ones (a
-    literal "[SEP]" in the text becomes one more sentence boundary instead of an id). With
-    ``plain`` (``plain_ascii_variant``), runs of printable-ASCII sentences go through it.
-    """
-    runs: list[tuple[bool, str]] = []  # (printable ASCII, sentences joined by [SEP]) in order
-    runs_per_doc = []
-    for doc in docs:
-        before = len(runs)
-        for is_plain, group in itertools.groupby(
-                doc, key=lambda sentence: plain is not None and not _NOT_PRINTABLE_ASCII.search(sentence)):
-            runs.append((is_plain, f" {sep} ".join(group)))
-        runs_per_doc.append(len(runs) - before)
-    ids_of: list[np.ndarray | None] = [None] * len(runs)
-    for kind, encoder in ((False, backend), (True, plain)):
-        which = [i for i, (is_plain, _) in enumerate(runs) if is_plain == kind]
-        for j in range(0, len(which), _ENCODE_BATCH):
-            batch = which[j:j + _ENCODE_BATCH]
-            for i, encoding in zip(batch, encoder.encode_batch_fast([runs[i][1] for i in batch],
-                                                                     add_special_tokens=False)):
-                ids_of[i] = np.asarray(encoding.ids, dtype=np.int32)
-    parts: list[np.ndarray] = []
-    bounds: list[list[int]] = []
-    offset, k = 0, 0
-    for n in runs_per_doc:
-        doc_bounds = [offset]
-        for ids in ids_of[k:k + n]:
-            at_sep = np.flatnonzero(ids == sep_id)
-            tokens = np.delete(ids, at_sep)
-            doc_bounds += (at_sep - np.arange(len(at_sep)) + offset).tolist()
-            offset += len(tokens)
-            doc_bounds.append(offset)
-            parts.append(tokens)
-        if n == 0:
-            doc_bounds.append(offset)
-        bounds.append(doc_bounds)
-        k += n
-    flat = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-    return flat, bounds
+                   mask=tok.mask_token_id, vocab_size=len(tok))
 
 
 def pack_document(bounds: list[int], max_tokens: int, short_seq_prob: float,

@@ -25,8 +25,8 @@ import numpy as np
 from hpc_bert.atomic import file_sha256, remove_stale_temps
 from hpc_bert.data.config import SampleConfig
 from hpc_bert.data.hdf5io import our_shard_files, read_attrs, shard_writer
-from hpc_bert.data.packing import (FullSentencePacker, SpecialIds, build_rows, mask_rows, pack_document,
-                                   plain_ascii_variant, tokenize_docs)
+from hpc_bert.data.encoding import SentenceEncoder
+from hpc_bert.data.packing import FullSentencePacker, SpecialIds, build_rows, mask_rows, pack_document
 from hpc_bert.data.parallel import ordered_map
 from hpc_bert.data.progress import progress
 from hpc_bert.data.shards import iter_text_shard
@@ -51,11 +51,9 @@ class ShardJob:
 
 
 @functools.lru_cache(maxsize=2)
-def _backends(tokenizer_json: str):
-    """The Rust tokenizer and its printable-ASCII variant, parsed once per process (~20 ms each)."""
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_str(tokenizer_json), plain_ascii_variant(tokenizer_json)
+def _encoder(tokenizer_json: str, sep_id: int) -> SentenceEncoder:
+    """One encoder per process and tokenizer: its piece cache serves every shard the process makes."""
+    return SentenceEncoder(tokenizer_json, sep_id)
 
 
 def _rows_of_chunk(job: ShardJob, flat, doc_bounds, packer, pack_rngs, mask_rngs, passes):
@@ -96,8 +94,7 @@ def make_sample_shard(job: ShardJob) -> dict:
 
     def chunks():
         for docs in iter_text_shard(job.text_path, CHUNK_CHARS):
-            backend, plain = _backends(job.tokenizer_json)
-            flat, bounds = tokenize_docs(backend, docs, ids.sep_token, ids.sep, plain)
+            flat, bounds = _encoder(job.tokenizer_json, ids.sep).encode(docs)
             stats["documents"] += len(docs)
             stats["tokens"] += int(len(flat))
             yield flat, bounds
