@@ -6,15 +6,18 @@
   cannot mistake the run for a distributed one.
 - bare: a plain PyTorch loop doing our step's math (the same model, static sparse head and
   optimizer; forward, backward, step), to show what the DeepSpeed engine and our loop cost.
-- ours: the trainer's step (``trainer.accumulate`` on the DeepSpeed engine, then the
+- ours: the trainer's step (``engine.accumulate`` on the trainer's DeepSpeed engine, then the
   boundary's ``agree_step``), optionally with ``--compile``.
+
+bare and ours are timed in alternating rounds (``--rounds``; the median round counts), so
+that load from elsewhere on the machine falls on both alike.
 
 Prints samples/s, real (non-padding) tokens/s, MFU with the FLOP count it uses, the ratios
 ours/bare and ours/HF, and host syncs + all-reduces per optimizer step for ours and for the
 loop as it was before issue 17 (a float() per micro batch, a boolean-index gather, two
 agreements per step), counted with hpc_bert.testing.syncs.
 
-    python bench/train_step.py [--preset small|base|large] [--steps 12] [--device cpu|cuda] [--bf16] [--compile]
+    python bench/train_step.py [--preset small|base|large] [--steps 12] [--rounds 3] [--device cpu|cuda] [--bf16] [--compile]
 """
 from __future__ import annotations
 
@@ -91,31 +94,45 @@ def optimizer_for(model, ds_adam: bool):
     return build_optimizer(model, OptimConfig(lr=1e-4))
 
 
-def timed(batches, warmup: int, device: str, step) -> float:
-    """Seconds for the batches after ``warmup`` (compile and allocator warmup excluded)."""
-    t0 = None
-    for i, b in enumerate(batches):
-        if i == warmup:
-            sync_device(device)
-            t0 = time.perf_counter()
-        step(b)
+def timed(steps: int, device: str, step) -> float:
+    """Seconds for ``steps`` calls of ``step``."""
+    sync_device(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
     sync_device(device)
     return time.perf_counter() - t0
 
 
-def bench_bare(mcfg, batches, warmup, device, bf16, max_predictions, compile_, ds_adam) -> float:
+def interleaved(steppers: dict, warmup: int, steps: int, rounds: int, device: str) -> dict[str, float]:
+    """Median seconds per ``steps`` steps of each stepper, timed in alternating rounds (A B, B A,
+    ...) so that a neighbour's load or a thermal drift hits every stepper alike."""
+    for step in steppers.values():  # compile and allocator warmup, outside the timing
+        for _ in range(warmup):
+            step()
+    seconds: dict[str, list[float]] = {name: [] for name in steppers}
+    for r in range(rounds):
+        for name in (list(steppers) if r % 2 == 0 else list(reversed(steppers))):
+            seconds[name].append(timed(steps, device, steppers[name]))
+    return {name: float(np.median(v)) for name, v in seconds.items()}
+
+
+def bare_stepper(mcfg, batches, device, bf16, max_predictions, compile_, ds_adam):
+    """A plain PyTorch loop of our step's math: forward, backward, step, zero_grad."""
+    import itertools
     model = build_model(mcfg, max_predictions, compile_, device).train()
     opt = optimizer_for(model, ds_adam)
     kind = device.split(":")[0]
+    source = itertools.cycle(batches)
 
-    def step(b):
+    def step():
         with torch.autocast(device_type=kind, dtype=torch.bfloat16, enabled=bf16):
-            loss = model(**{k: v.to(device) for k, v in b.items()})
+            loss = model(**{k: v.to(device) for k, v in next(source).items()})
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return timed(batches, warmup, device, step)
+    return step
 
 
 def init_process_group() -> None:
@@ -124,13 +141,16 @@ def init_process_group() -> None:
 
 
 def ours_engine(mcfg, micro, accum, device, bf16, max_predictions, compile_, ds_adam):
-    import deepspeed
+    """The trainer's engine: its DeepSpeed config and construction (hpc_bert.pretrain.engine)."""
+    import dataclasses
+    from hpc_bert.config.pretrain import PretrainConfig
+    from hpc_bert.pretrain.engine import deepspeed_config, initialize_engine
+    cfg = PretrainConfig()
+    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, train_batch_size=micro * accum,
+                                                             train_micro_batch_size_per_gpu=micro),
+                              runtime=dataclasses.replace(cfg.runtime, bf16=bf16))
     model = build_model(mcfg, max_predictions, compile_, device)
-    engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer_for(model, ds_adam),
-        config={"train_batch_size": micro * accum, "train_micro_batch_size_per_gpu": micro,
-                "gradient_accumulation_steps": accum, "torch_autocast": {"enabled": bf16, "dtype": "bfloat16"},
-                "zero_optimization": {"stage": 0}, "steps_per_print": 10 ** 12, "zero_allow_untested_optimizer": True})
+    engine, _ = initialize_engine(model, optimizer_for(model, ds_adam), deepspeed_config(cfg, accum, device))
     engine.train()
     return engine
 
@@ -141,20 +161,19 @@ def as_loader_batches(batches):
     return itertools.cycle([Batch(0, i, False, b, np.arange(len(b['input_ids']))) for i, b in enumerate(batches)])
 
 
-def bench_ours(mcfg, batches, warmup, device, bf16, max_predictions, compile_, ds_adam) -> float:
+def ours_stepper(mcfg, batches, device, bf16, max_predictions, compile_, ds_adam):
+    """The trainer's work per optimizer step: the micro batches, then the boundary's agreement."""
     from hpc_bert.pretrain.distributed import agree_step
-    from hpc_bert.pretrain.trainer import accumulate
+    from hpc_bert.pretrain.engine import accumulate
     micro = batches[0]["input_ids"].shape[0]
     engine = ours_engine(mcfg, micro, 1, device, bf16, max_predictions, compile_, ds_adam)
     source = as_loader_batches(batches)
 
-    def step(_b):  # the loop's work per optimizer step: the micro batches, then the boundary's agreement
+    def step():
         loss_sum, _, _ = accumulate(engine, source, 1, device)
         agree_step(0, 0.0, loss_sum, device)
 
-    seconds = timed(batches, warmup, device, step)
-    del engine
-    return seconds
+    return step
 
 
 def count_syncs(mcfg, batches, device, bf16, max_predictions, accum: int) -> tuple[dict, dict]:
@@ -162,7 +181,7 @@ def count_syncs(mcfg, batches, device, bf16, max_predictions, accum: int) -> tup
     loop before issue 17 (its code as it was: float(loss) per micro batch, the boolean-index
     gather, all_agree_max before and after the step)."""
     from hpc_bert.pretrain.distributed import agree_step, all_agree_max
-    from hpc_bert.pretrain.trainer import accumulate
+    from hpc_bert.pretrain.engine import accumulate
     from hpc_bert.testing.syncs import HostSyncCounter
     micro = batches[0]["input_ids"].shape[0]
     out = {}
@@ -207,7 +226,8 @@ def train_flops_per_sample(mcfg, seq: int, head_rows: float) -> float:
     return 3 * forward
 
 
-def bench_hf_trainer(mcfg, batches, warmup: int, bf16: bool) -> tuple[float, str]:
+def bench_hf_trainer(mcfg, batches, warmup: int, steps: int, bf16: bool) -> tuple[float, str]:
+    """Seconds for ``steps`` Trainer steps after ``warmup`` (the Trainer shuffles the same rows)."""
     from torch.utils.data import Dataset
     from transformers import BertConfig, BertForMaskedLM, Trainer, TrainerCallback, TrainingArguments
 
@@ -241,7 +261,7 @@ def bench_hf_trainer(mcfg, batches, warmup: int, bf16: bool) -> tuple[float, str
                                        attn_implementation="sdpa"))
     cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(output_dir=out, per_device_train_batch_size=micro, max_steps=len(batches),
+        args = TrainingArguments(output_dir=out, per_device_train_batch_size=micro, max_steps=warmup + steps,
                                  learning_rate=1e-4, report_to=[], save_strategy="no", logging_strategy="no",
                                  dataloader_drop_last=True, bf16=bf16, disable_tqdm=True, use_cpu=not cuda,
                                  optim="adamw_torch_fused" if cuda else "adamw_torch")
@@ -257,6 +277,7 @@ def main() -> int:
     p.add_argument("--preset", default="small", choices=sorted(PRESETS))
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3, help="alternating timed rounds of --steps for bare and ours")
     p.add_argument("--micro", type=int, default=16)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--max_predictions", type=int, default=20, help="per sequence, as the shards' (ABB: 20 at 128)")
@@ -271,15 +292,18 @@ def main() -> int:
                    help="peak for MFU; default 790 (H100/H200 dense bf16) on CUDA, none on CPU")
     args = p.parse_args()
     mcfg = model_cfg(args.preset, "pre-ln", args.dropout)
-    batches = make_batches(args.steps + args.warmup, args.micro, args.seq, args.max_predictions)
+    batches = make_batches(args.steps, args.micro, args.seq, args.max_predictions)  # a timed round: each once
     timed_samples = args.steps * args.micro
-    real_tokens = sum(int(b["attention_mask"].sum()) for b in batches[args.warmup:])
+    real_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     only = set(args.only.split(","))
-    hf = bench_hf_trainer(mcfg, batches, args.warmup, args.bf16) if "hf" in only else None  # before any process group
-    common = (mcfg, batches, args.warmup, args.device, args.bf16, args.max_predictions, args.compile, args.ds_adam)
-    bare = bench_bare(*common) if "bare" in only else None
+    # the Trainer first, before any process group exists
+    hf = bench_hf_trainer(mcfg, batches, args.warmup, args.steps, args.bf16) if "hf" in only else None
+    common = (mcfg, batches, args.device, args.bf16, args.max_predictions, args.compile, args.ds_adam)
+    steppers = {"bare": bare_stepper(*common)} if "bare" in only else {}
     init_process_group()
-    ours = bench_ours(*common)
+    steppers["ours"] = ours_stepper(*common)
+    seconds = interleaved(steppers, args.warmup, args.steps, args.rounds, args.device)
+    ours, bare = seconds["ours"], seconds.get("bare")
     syncs = count_syncs(mcfg, batches, args.device, args.bf16, args.max_predictions, args.sync_accum) \
         if "syncs" in only else None
 
@@ -288,7 +312,8 @@ def main() -> int:
     print(f"preset {args.preset} ({mcfg.num_hidden_layers}x{mcfg.hidden_size}, vocab {VOCAB}, pre-LN), seq {args.seq}, "
           f"micro {args.micro}, dropout {args.dropout:g}, device {args.device}, {'bf16' if args.bf16 else 'fp32'}, "
           f"{'compiled' if args.compile else 'eager'}, {'DeepSpeed FusedAdam' if args.ds_adam else 'torch AdamW'}, "
-          f"{torch.get_num_threads()} threads; {args.steps} timed steps after {args.warmup} warmup")
+          f"{torch.get_num_threads()} threads; {args.steps} timed steps after {args.warmup} warmup, "
+          f"median of {args.rounds} alternating rounds for bare and ours")
     print(f"FLOPs per sample {flops / 1e9:.2f} GFLOP (3 x forward: seq x (24 L h^2 + 4 L h seq) + "
           f"{args.max_predictions} head rows x 2 (h^2 + h V))")
     rows = [("ours (DeepSpeed engine, our loop)", ours)]

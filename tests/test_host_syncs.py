@@ -35,7 +35,6 @@ def batches(n, micro=4, seq=16, per_row=3):
 
 @pytest.fixture(scope="module")
 def engine():
-    import deepspeed
     from hpc_bert.config.pretrain import OptimConfig
     from hpc_bert.model.optim import build_optimizer
     from hpc_bert.pretrain.distributed import DistEnv, init_distributed, shutdown
@@ -44,7 +43,8 @@ def engine():
     cfg = ModelConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                       max_position_embeddings=64)
     model = MaskedLM(build_hf_model(cfg, 64), max_predictions=3)
-    eng, _, _, _ = deepspeed.initialize(model=model, optimizer=build_optimizer(model, OptimConfig()), config={
+    from hpc_bert.pretrain.engine import initialize_engine
+    eng, _ = initialize_engine(model, build_optimizer(model, OptimConfig()), {
         "train_batch_size": 4 * ACCUM, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": ACCUM,
         "zero_optimization": {"stage": 0}, "steps_per_print": 10 ** 12, "zero_allow_untested_optimizer": True})
     eng.train()
@@ -56,7 +56,7 @@ def engine():
 
 def test_one_host_sync_and_one_all_reduce_per_optimizer_step(engine):
     from hpc_bert.pretrain.distributed import agree_step
-    from hpc_bert.pretrain.trainer import accumulate
+    from hpc_bert.pretrain.engine import accumulate
     source = batches(3 * ACCUM)
     accumulate(engine, source, ACCUM, "cpu")  # optimizer state exists from here on
     # torch AdamW's per-parameter step counters live on the host (off the fused CUDA path): not syncs

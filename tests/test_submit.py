@@ -31,6 +31,15 @@ def test_dry_run_scripts_match_golden_file():
     assert not os.path.exists(os.path.join(REPO, "runs", "golden"))  # a dry run writes nothing
 
 
+def test_dry_run_needs_no_slurm_on_the_machine():
+    """A laptop (no srun, no sbatch on PATH) previews the scripts; submitit alone would refuse."""
+    path = os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep)
+                           if not any(os.path.exists(os.path.join(d, t)) for t in ("srun", "sbatch")))
+    r = submit(DRY, env={**os.environ, "PATH": path})
+    assert r.returncode == 0, r.stderr
+    assert normalized(r.stdout) == open(GOLDEN).read()
+
+
 def test_dry_run_key_settings():
     out = submit(DRY).stdout
     pre, glue, agg = out.split("####")[2], out.split("####")[4], out.split("####")[6]

@@ -231,7 +231,10 @@ def _executor(p: Plan, name: str, hours: float, nodes: int, tasks: int, gpus: in
         ex.update_parameters(timeout_min=minutes, tasks_per_node=tasks, signal_delay_s=p.signal_delay_s)
         return ex
     sub = p.sub
-    ex = submitit.SlurmExecutor(folder=p.folder, max_num_timeout=p.max_requeues)
+    executor_cls = submitit.SlurmExecutor
+    if sub.dry_run:  # submitit refuses to build one where srun is missing; printing scripts needs no srun
+        executor_cls = type("ScriptOnlySlurmExecutor", (executor_cls,), {"affinity": classmethod(lambda cls: 1)})
+    ex = executor_cls(folder=p.folder, max_num_timeout=p.max_requeues)
     site = {"hpc_bert_pretrain": p.slurm_options, "hpc_bert_glue": p.glue_slurm_options}.get(
         name, cluster_options.without_gpus(p.glue_slurm_options))
     extra = {"requeue": True, **site}

@@ -29,6 +29,7 @@ from hpc_bert.pretrain.checkpoint import (find_latest, load_training_checkpoint,
                                  finetune_checkpoint_exists, check_free_space, checkpoint_bytes)
 from hpc_bert.pretrain.clock import BudgetClock, Ledger
 from hpc_bert.pretrain.elastic import accumulation_steps, fresh_rng_state
+from hpc_bert.pretrain.engine import accumulate, deepspeed_config, initialize_engine
 from hpc_bert.config.flags import flat_dict
 from hpc_bert.pretrain.distributed import (StopCode, StopFlag, agree_step, all_agree_max, all_sum, barrier,
                                            init_distributed, shutdown)
@@ -84,21 +85,6 @@ def check_resume_compatible(meta: dict, cfg, vocab_size: int, world_size: int) -
                         "that divides it works)")
 
 
-def deepspeed_config(cfg, accum: int, device: str) -> dict:
-    if cfg.runtime.fp16 and device == "cpu":
-        raise UserError("--fp16 needs a GPU (dynamic loss scaling is a CUDA path): drop --fp16 on CPU, or use --bf16")
-    return {"train_batch_size": cfg.optim.train_batch_size,
-            "train_micro_batch_size_per_gpu": cfg.optim.train_micro_batch_size_per_gpu,
-            "gradient_accumulation_steps": accum, "gradient_clipping": cfg.optim.gradient_clipping,
-            "zero_optimization": {"stage": cfg.runtime.zero_stage},
-            "fp16": {"enabled": cfg.runtime.fp16, "loss_scale": 0, "initial_scale_power": 16},
-            # bf16 as torch autocast over fp32 weights: on an H200 (BERT-large, bench/gpu.sh) this ran 1.53x faster than
-            # DeepSpeed's bf16 weights + fp32 master copy, and needs no loss scaling.
-            "torch_autocast": {"enabled": cfg.runtime.bf16, "dtype": "bfloat16"},
-            "zero_allow_untested_optimizer": True,
-            "steps_per_print": 10 ** 12, "wall_clock_breakdown": False}
-
-
 def validate(engine, batches: list[dict], device: str, epoch: int) -> float:
     """Mean MLM loss over the fixed held-out set (all ranks' shares)."""
     engine.eval()
@@ -118,7 +104,6 @@ def validate(engine, batches: list[dict], device: str, epoch: int) -> float:
 
 
 def run_training(cfg) -> int:
-    import deepspeed
     from hpc_bert.data.loader import PretrainingDataLoader, check_dataset
     from hpc_bert.data.tokenizer import load_tokenizer
 
@@ -153,28 +138,12 @@ def run_training(cfg) -> int:
             return 0
         if lock is not None and lock.took_over:
             log(rank, f"took over the stale lock of pid {lock.took_over.get('pid')} on {lock.took_over.get('host')}")
-        return _Allocation(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed,
-                           PretrainingDataLoader, info).run()
+        return _Allocation(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, PretrainingDataLoader,
+                           info).run()
     finally:  # every exit path, errors included, ends the process group (see shutdown)
         shutdown()
         if lock is not None:
             lock.release()
-
-
-def accumulate(engine, batches, accum: int, device: str) -> tuple[torch.Tensor, int, list]:
-    """``accum`` micro batches = one optimizer step of the engine. Returns the summed loss, still
-    on the device (nothing here waits for it), how many epochs ended, and the global batch's
-    sample ids (the same whatever the world size)."""
-    loss_sum, epochs_ended, step_ids = torch.zeros((), dtype=torch.float64, device=device), 0, []
-    for _ in range(accum):
-        batch = next(batches)
-        step_ids.append(batch.round_sample_ids)
-        loss = engine(**{k: t.to(device) for k, t in batch.tensors.items()})
-        engine.backward(loss)
-        engine.step()
-        loss_sum += loss.detach()
-        epochs_ended += int(batch.last_in_epoch)
-    return loss_sum, epochs_ended, step_ids
 
 
 class _Allocation:
@@ -184,7 +153,7 @@ class _Allocation:
     is one method, so ``run`` reads agree -> decide -> act from top to bottom.
     """
 
-    def __init__(self, cfg, denv, tokenizer, vocab_size, accum, meta, ledger, deepspeed, loader_cls, info):
+    def __init__(self, cfg, denv, tokenizer, vocab_size, accum, meta, ledger, loader_cls, info):
         s, v, run_dir = cfg.schedule, cfg.validation, cfg.checkpoint.output_dir
         self.cfg, self.tokenizer, self.vocab_size, self.accum, self.run_dir = cfg, tokenizer, vocab_size, accum, run_dir
         rank, world = self.rank, self.world = denv.rank, denv.world_size
@@ -208,8 +177,8 @@ class _Allocation:
         self.compile_s = prepare_compiled(model, cfg.runtime, run_dir, device, micro, info.max_seq_length,
                                           lambda msg: log(rank, msg), len(val_batches[0]["input_ids"])
                                           if val_batches else None) if use_compile(cfg.runtime, device) else 0.0
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=build_optimizer(model, cfg.optim), config=deepspeed_config(cfg, accum, device))
+        self.engine, self.optimizer = initialize_engine(model, build_optimizer(model, cfg.optim),
+                                                        deepspeed_config(cfg, accum, device))
         self.state = TrainState()
         if meta is not None:
             rank_state = load_training_checkpoint(self.engine, run_dir, rank, meta["tag"], meta["world_size"], world)
