@@ -14,11 +14,8 @@ Without root and without SLURM the tests are skipped, unless
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 

@@ -3,12 +3,10 @@ the same examples as GLUE's TSV files: train, dev and test splits of all nine ta
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from glue_fixtures import GLUE_WORDS, glue_rows, make_checkpoint, one_line_error, write_glue_tsv, write_hub_copy
-from hpc_bert.errors import UserError
 from hpc_bert.glue import finetune
 from hpc_bert.glue.tasks import TASK_ORDER, get_task, load_hub_task, load_test, load_tsv_task
 

@@ -1,5 +1,4 @@
 """The schedule: pure functions of progress, continuous, exactly-once markers."""
-import math
 import subprocess
 import sys
 
@@ -103,11 +102,10 @@ def test_markers_due_returns_all_jumped_over():
     assert S.markers_due(0.2, [0.25], []) == []
 
 
-def test_early_stop_and_bad_loss():
+def test_early_stop():
     assert not S.early_stop(179 * 60, 7.0, 180, 6)
     assert S.early_stop(180 * 60, 7.0, 180, 6)
     assert not S.early_stop(200 * 60, 5.0, 180, 6)
-    assert S.is_bad_loss(math.nan) and S.is_bad_loss(math.inf) and not S.is_bad_loss(1.0)
 
 
 def test_schedule_cli_table():

@@ -1,6 +1,5 @@
 """W&B offline: one run per run dir across allocations (requeues resume the same id)."""
 import json
-import os
 
 import pytest
 
@@ -36,7 +35,6 @@ def test_three_allocations_two_signal_stops_one_offline_run(tmp_path):
     flags = tiny_flags(str(run), data, vocab, STEPS * STEP_S / 3600, clock="simulated",
                        simulated_step_seconds=STEP_S, print_steps=2, finetune_time_markers="0.5",
                        report_to="tensorboard,wandb", project_name="budget-bert-test", job_name="exp1")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     codes, logs = [], []
     for fault in ("usr2@step:5", "term@step:11", ""):
         r = train(flags, env_extra={**NO_WANDB_ACCOUNT, "HPC_BERT_FAULTS": fault}, timeout=300)

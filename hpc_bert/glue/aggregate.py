@@ -9,7 +9,6 @@ default. Rows are sorted by budget fraction, so the table reads as quality again
 from __future__ import annotations
 
 import csv
-import json
 import os
 import statistics
 import sys
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from hpc_bert.errors import UserError
+from hpc_bert.glue.finetune import read_results
 from hpc_bert.glue.grid import GLUE_SUBDIR, budget_fraction, checkpoint_sort_key, format_lr
 from hpc_bert.glue.tasks import DEFAULT_EXCLUDED_FROM_AVERAGE, TASK_ORDER, TASKS
 from hpc_bert.layout import GLUE_RESULTS as RESULTS_FILE, GLUE_TABLE_CSV as CSV_FILE, GLUE_TABLE_MD as MARKDOWN_FILE
@@ -69,8 +69,7 @@ def collect(run_dir: str) -> list[dict]:
     found = sorted(os.path.join(d, RESULTS_FILE) for d, _, files in os.walk(root) if RESULTS_FILE in files)
     for path in found:
         try:
-            with open(path) as fh:
-                rec = json.load(fh)
+            rec = read_results(os.path.dirname(path))
             if rec.get("task") not in TASKS:
                 raise ValueError(f"unknown task {rec.get('task')!r}")
         except (OSError, ValueError) as e:

@@ -206,12 +206,17 @@ def check_head(cfg: FinetuneConfig, task: TaskSpec) -> None:
                         "with a new head on that model")
 
 
+def read_results(folder: str) -> dict:
+    """The results.json a run wrote into ``folder``; OSError / ValueError when absent or unreadable."""
+    with open(os.path.join(folder, RESULTS_FILE)) as fh:
+        return json.load(fh)
+
+
 def start_record(model_path: str) -> dict | None:
     """Where a run started from when its model is itself a fine-tuned run (results.json beside it):
     that run's task and pretraining checkpoint, so the table files it under the right row."""
     try:
-        with open(os.path.join(model_path, RESULTS_FILE)) as fh:
-            prev = json.load(fh)
+        prev = read_results(model_path)
     except (OSError, ValueError):
         return None
     origin = (prev.get("start_from") or {}).get("checkpoint") or prev.get("checkpoint")

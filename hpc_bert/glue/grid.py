@@ -27,7 +27,7 @@ from hpc_bert.config.flags import build_config, read_yaml
 from hpc_bert.errors import ConfigError, UserError
 from hpc_bert.layout import FINAL_NAME, FINETUNE_DIR, MARKER_PREFIX, marker_name  # noqa: F401
 from hpc_bert.layout import GLUE_DIR as GLUE_SUBDIR
-from hpc_bert.glue.finetune import RESULTS_FILE, FinetuneConfig
+from hpc_bert.glue.finetune import RESULTS_FILE, FinetuneConfig, read_results
 from hpc_bert.glue.tasks import DEFAULT_EXCLUDED_FROM_AVERAGE, TASK_ORDER, get_task
 
 CHECKPOINTS_SUBDIR = FINETUNE_DIR
@@ -211,14 +211,12 @@ def rounds(runs: Sequence[GlueRun]) -> tuple[list[int], list[int], list[int]]:
 def best_source_model(run_dir: str, run: GlueRun) -> str:
     """The output dir (a saved model) of the best-scoring first-round run of ``run.start_from``
     on the same checkpoint; ties go to the smaller learning rate, then seed."""
-    import json
     folder = os.path.join(run_dir, GLUE_SUBDIR, run.checkpoint, run.start_from)
     found = []
     for leaf in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         path = os.path.join(folder, leaf)
         try:
-            with open(os.path.join(path, RESULTS_FILE)) as fh:
-                rec = json.load(fh)
+            rec = read_results(path)
         except (OSError, ValueError):
             continue
         if rec.get("score") is not None and os.path.isfile(os.path.join(path, "config.json")):

@@ -346,7 +346,7 @@ def load_hub_task(task: TaskSpec, with_train: bool = True, source: str = HUB_DAT
 
 def load_hub_test(task: TaskSpec, test: TestSplit, source: str = HUB_DATASET) -> tuple[list[str], list[Example]]:
     config = test.hub_config or task.hub_name
-    ds = _open_hub(config, source, f"pass --data_dir DIR holding GLUE's test files, or drop --do_predict")
+    ds = _open_hub(config, source, "pass --data_dir DIR holding GLUE's test files, or drop --do_predict")
     split = test.split if config == task.hub_name else "test"
     if split not in ds:
         raise UserError(f"GLUE {config} from {source} has no {split} split: pass a complete copy, or drop --do_predict")

@@ -110,10 +110,6 @@ def early_stop(elapsed_s: float, eval_loss: float, early_stop_time_min: float, e
     return elapsed_s >= early_stop_time_min * 60.0 and eval_loss > early_stop_eval_loss
 
 
-def is_bad_loss(loss: float) -> bool:
-    return math.isnan(loss) or math.isinf(loss)
-
-
 # ---- the table ------------------------------------------------------------------------
 
 def schedule_table(cfg, points: int) -> list[dict]:
