@@ -1,6 +1,8 @@
 """The word-by-word encoder gives the Rust tokenizer's ids, on every kind of text and tokenizer."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -85,7 +87,7 @@ def test_other_tokenizer_kinds_are_encoded_sentence_by_sentence(tmp_path, docs):
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
     json_text = tok.backend_tokenizer.to_str()
-    assert not word_by_word(json_text)
+    assert not word_by_word(json.loads(json_text))
     encoder = SentenceEncoder(json_text, tok.sep_token_id)
     assert encoder.pieces is None
     assert sentences_of(*encoder.encode(docs)) == rust_reference(tok, docs)

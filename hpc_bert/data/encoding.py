@@ -49,9 +49,9 @@ class _PieceIds(dict):
         return ids
 
 
-def word_by_word(backend_json: str) -> bool:
-    """True when the tokenizer is BERT's kind: BERT normaliser (or none), BERT pre-tokenizer, WordPiece."""
-    spec = json.loads(backend_json)
+def word_by_word(spec: dict) -> bool:
+    """True when the tokenizer (its parsed JSON) is BERT's kind: BERT normaliser (or none), BERT
+    pre-tokenizer, WordPiece."""
     normalizer = (spec.get("normalizer") or {}).get("type", "BertNormalizer")
     return (normalizer == "BertNormalizer" and (spec.get("pre_tokenizer") or {}).get("type") == "BertPreTokenizer"
             and (spec.get("model") or {}).get("type") == "WordPiece")
@@ -64,9 +64,10 @@ class SentenceEncoder:
         from tokenizers import Tokenizer
 
         self.backend, self.sep_id = Tokenizer.from_str(backend_json), sep_id
-        added = sorted((t["content"] for t in json.loads(backend_json).get("added_tokens", [])), key=len, reverse=True)
+        spec = json.loads(backend_json)
+        added = sorted((t["content"] for t in spec.get("added_tokens", [])), key=len, reverse=True)
         self.added = re.compile("|".join(map(re.escape, added)), re.IGNORECASE) if added else None
-        self.pieces = _PieceIds(self.backend, cache_limit) if word_by_word(backend_json) else None
+        self.pieces = _PieceIds(self.backend, cache_limit) if word_by_word(spec) else None
 
     def encode(self, docs: list[list[str]]) -> tuple[np.ndarray, list[list[int]]]:
         """Flat token array of the chunk plus, per document, its sentence boundary offsets
@@ -104,11 +105,14 @@ class SentenceEncoder:
         ids = itertools.chain.from_iterable(map(self.pieces.__getitem__, _PIECE.findall(text)))
         return np.fromiter(ids, dtype=np.int32)
 
+    def _marked(self, ids: list[int]) -> np.ndarray:
+        """Rust ids of one sentence, a [SEP] in it a sentence end."""
+        out = np.asarray(ids, dtype=np.int32)
+        out[out == self.sep_id] = _SENTENCE_END
+        return out
+
     def _sentence_ids(self, sentence: str) -> np.ndarray:
-        """One sentence through the Rust tokenizer, a [SEP] in it a sentence end."""
-        ids = np.asarray(self.backend.encode(sentence, add_special_tokens=False).ids, dtype=np.int32)
-        ids[ids == self.sep_id] = _SENTENCE_END
-        return ids
+        return self._marked(self.backend.encode(sentence, add_special_tokens=False).ids)
 
     def _rust(self, docs: list[list[str]]) -> np.ndarray:
         """Every sentence through the Rust tokenizer, in batches."""
@@ -116,12 +120,11 @@ class SentenceEncoder:
         encoded = []
         for i in range(0, len(sentences), _RUST_BATCH):
             encoded += self.backend.encode_batch_fast(sentences[i:i + _RUST_BATCH], add_special_tokens=False)
+        sentence_end, doc_end = np.array([_SENTENCE_END], np.int32), np.array([_DOC_END], np.int32)
         parts, k = [], 0
         for doc in docs:
             for encoding in encoded[k:k + len(doc)]:
-                ids = np.asarray(encoding.ids, dtype=np.int32)
-                ids[ids == self.sep_id] = _SENTENCE_END
-                parts += [ids, np.array([_SENTENCE_END], np.int32)]
-            parts.append(np.array([_DOC_END], np.int32))
+                parts += [self._marked(encoding.ids), sentence_end]
+            parts.append(doc_end)
             k += len(doc)
         return np.concatenate(parts) if parts else np.zeros(0, np.int32)
