@@ -9,7 +9,7 @@ import pytest
 
 from glue_fixtures import GLUE_WORDS, glue_rows, make_checkpoint, make_tokenizer, one_line_error, write_glue_tsv
 from hpc_bert.glue import aggregate as agg
-from hpc_bert.glue import finetune, steps
+from hpc_bert.glue import finetune, step_counts
 from hpc_bert.glue.__main__ import main as glue_main
 
 FLAGS = ["--do_train", "--do_eval", "--max_seq_length", "32", "--disable_tqdm", "--logging_steps", "10"]
@@ -41,14 +41,14 @@ def test_a_head_of_another_size_needs_ignore_mismatched_sizes(data, tmp_path, ca
 
 
 def test_warmup_cap_is_a_pure_function_of_the_step_count():
-    assert steps.training_steps(300, 32, 1, 5, -1) == 50  # the seed's MRPC command on 300 examples
-    assert steps.training_steps(300, 32, 2, 5, -1) == 25
-    assert steps.training_steps(300, 32, 1, 5, 7) == 7
-    capped, note = steps.capped_warmup(50, 50)
+    assert step_counts.training_steps(300, 32, 1, 5, -1) == 50  # the seed's MRPC command on 300 examples
+    assert step_counts.training_steps(300, 32, 2, 5, -1) == 25
+    assert step_counts.training_steps(300, 32, 1, 5, 7) == 7
+    capped, note = step_counts.capped_warmup(50, 50)
     assert capped == 5 and "--warmup_steps 50" in note and "50 training steps" in note
-    assert steps.capped_warmup(80, 50)[0] == 5
-    assert steps.capped_warmup(49, 50) == (49, None)
-    assert steps.capped_warmup(0.5, 2) == (0.5, None)  # a fraction of the steps never needs a cap
+    assert step_counts.capped_warmup(80, 50)[0] == 5
+    assert step_counts.capped_warmup(49, 50) == (49, None)
+    assert step_counts.capped_warmup(0.5, 2) == (0.5, None)  # a fraction of the steps never needs a cap
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import torch
 
 from hpc_bert.config.pretrain import (CheckpointConfig, PretrainConfig, ScheduleConfig, ValidationConfig)
 from hpc_bert.pretrain.distributed import StopCode, StopFlag, agree_step
-from hpc_bert.pretrain.step import Agreed, Decision, TrainState, after_validation, decide
+from hpc_bert.pretrain.step_decision import Agreed, Decision, TrainState, after_validation, decide
 
 STEP_S = 10.0
 

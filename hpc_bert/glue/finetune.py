@@ -26,7 +26,7 @@ from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
 from hpc_bert.glue import metrics as glue_metrics
 from hpc_bert.glue.encode import EncodedTask, encode, subset
 from hpc_bert.glue import prompt as glue_prompt
-from hpc_bert.glue.steps import capped_warmup, training_steps
+from hpc_bert.glue.step_counts import capped_warmup, training_steps
 from hpc_bert.glue.submission import write_predictions
 from hpc_bert.glue.tasks import HUB_DATASET, TASK_ORDER, TaskSpec, get_task, load_task, load_test
 from hpc_bert.layout import GLUE_RESULTS as RESULTS_FILE

@@ -77,9 +77,9 @@ class PretrainJob:
     def __call__(self) -> int:
         os.chdir(self.workdir)
         rank, job_id, local = _export_run_env()
-        from hpc_bert.pretrain import train
+        from hpc_bert.pretrain import cli
         try:
-            rc = train.main(self.train_argv)
+            rc = cli.main(self.train_argv)
         except SystemExit as e:
             if e.code not in (0, 1, 2, EXIT_REQUEUE):
                 raise  # submitit's own requeue (a time-limit signal during startup) exits this way

@@ -1,4 +1,4 @@
-"""``python -m hpc_bert.train``: pretrain under a wall-clock budget (see trainer.py)."""
+"""``python -m hpc_bert.train``: pretrain under a wall-clock budget (see loop.py)."""
 from __future__ import annotations
 
 import sys
@@ -26,7 +26,7 @@ def main(argv=None) -> int:
         for note in cfg.notes():
             print(f"note: {note}", file=sys.stderr)
         return 0
-    from hpc_bert.pretrain.trainer import run_training  # heavy imports only when training
+    from hpc_bert.pretrain.loop import run_training  # heavy imports only when training
     return run_training(cfg)
 
 

@@ -34,7 +34,7 @@ from hpc_bert.config.flags import flat_dict
 from hpc_bert.pretrain.distributed import (StopCode, StopFlag, agree_step, all_agree_max, all_sum, barrier,
                                            init_distributed, shutdown)
 from hpc_bert.runenv import allocation_end, dist_env
-from hpc_bert.pretrain.step import FINISHED, Agreed, Decision, TrainState, after_validation, decide
+from hpc_bert.pretrain.step_decision import FINISHED, Agreed, Decision, TrainState, after_validation, decide
 from hpc_bert.errors import EXIT_REQUEUE, UserError
 from hpc_bert.pretrain.events import EventLog
 from hpc_bert.layout import FINAL_NAME, marker_name
