@@ -1,7 +1,7 @@
 """Chaos: many faults at random points of one tiny simulated-clock run, which must end exactly
 as the uninterrupted run does.
 
-Faults (hpc_bert.testing.faults, real signals through the real handlers): kill -9 after a
+Faults (hpc_bert.pretrain.faults, real signals through the real handlers): kill -9 after a
 step, in the middle of a checkpoint write, in the middle of a ledger write; SIGUSR2 or
 SIGTERM twice in a row; a signal during a validation; a signal right after a fine-tune
 marker. After each fault the run is started again and resumes from what it left on disk.

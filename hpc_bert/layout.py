@@ -4,7 +4,7 @@ One definition for all of them (the data pipeline's shard names live in hpc_bert
 Kept free of heavy imports so the launcher and the GLUE grid can use it cheaply.
 
 RUN_DIR/
-  .hpc_bert.lock             the run lock (launch/runlock.py)
+  .hpc_bert.lock             the run lock (runlock.py)
   budget.json                the ledger (pretrain/clock.py)
   metrics.jsonl              the event log (pretrain/events.py)
   tensorboard/               TensorBoard scalars

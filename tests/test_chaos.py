@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from hpc_bert.pretrain.clock import BudgetClock, Ledger
-from hpc_bert.testing import faults
+from hpc_bert.pretrain import faults
 from pretrain_fixtures import REPO
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from hpc_bert.pretrain.clock import BudgetClock, Ledger
 from hpc_bert.errors import UserError
-from hpc_bert.launch.runlock import RunLock, live_owner
+from hpc_bert.runlock import RunLock, live_owner
 
 
 class FakeTime:
@@ -111,7 +111,7 @@ def test_kill_between_write_and_rename_keeps_previous_ledger(tmp_path):
     assert any(n.endswith(".tmp") for n in os.listdir(tmp_path))  # the torn temp file is ignored
 
 
-HOLD = "import sys, time; from hpc_bert.launch.runlock import RunLock; RunLock(sys.argv[1]).acquire(); " \
+HOLD = "import sys, time; from hpc_bert.runlock import RunLock; RunLock(sys.argv[1]).acquire(); " \
        "print('held', flush=True); time.sleep(60)"
 
 
@@ -122,7 +122,7 @@ def test_lock_blocks_a_second_job_and_stale_lock_is_taken_over(tmp_path):
         assert holder.stdout.readline().strip() == "held"
         owner = live_owner(run)
         assert owner and owner["pid"] == holder.pid
-        r = subprocess.run([sys.executable, "-c", "import sys; from hpc_bert.launch.runlock import RunLock; "
+        r = subprocess.run([sys.executable, "-c", "import sys; from hpc_bert.runlock import RunLock; "
                             "RunLock(sys.argv[1]).acquire()", run], capture_output=True, text=True)
         assert r.returncode != 0 and f"in use by" in r.stderr and f"pid {holder.pid}" in r.stderr
     finally:

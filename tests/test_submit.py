@@ -77,7 +77,7 @@ def test_unknown_glue_task(tmp_path):
 
 def test_run_dir_owned_by_live_job(tmp_path):
     run = tmp_path / "run"
-    hold = subprocess.Popen([sys.executable, "-c", "import sys, time; from hpc_bert.launch.runlock import RunLock; "
+    hold = subprocess.Popen([sys.executable, "-c", "import sys, time; from hpc_bert.runlock import RunLock; "
                              "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)", str(run)],
                             stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:

@@ -167,7 +167,7 @@ def plan(argv: list[str]) -> Plan:
         train_argv += ["--output_dir", sub.run_dir]
     cfg, _ = parse_config(PretrainConfig, train_argv, prog="python -m hpc_bert.submit (pretraining flags)")
     run_dir = cfg.checkpoint.output_dir
-    from hpc_bert.launch.runlock import check_not_live
+    from hpc_bert.runlock import check_not_live
     if os.path.isdir(run_dir):
         check_not_live(run_dir)
     if not sub.dry_run and not sub.prepare and (not cfg.data.dataset_path or not os.path.exists(cfg.data.dataset_path)):

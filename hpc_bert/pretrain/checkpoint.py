@@ -32,7 +32,7 @@ import time
 import numpy as np
 import torch
 
-from hpc_bert.testing import faults
+from hpc_bert.pretrain import faults
 from hpc_bert.atomic import fsync_path, write_json_atomic
 from hpc_bert.pretrain.distributed import barrier
 from hpc_bert.errors import UserError

@@ -28,7 +28,7 @@ from hpc_bert import runenv
 from hpc_bert.atomic import write_json_atomic
 from hpc_bert.errors import UserError
 from hpc_bert.layout import LEDGER_NAME
-from hpc_bert.testing import faults
+from hpc_bert.pretrain import faults
 
 LEDGER_VERSION = 1
 END_REASONS = ("budget_done", "timeout", "preempted", "signal", "crash", "early_stop", "early_exit", "error")

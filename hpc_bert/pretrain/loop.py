@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from hpc_bert.data.loader import sample_ids_digest
-from hpc_bert.testing import faults
+from hpc_bert.pretrain import faults
 from hpc_bert.pretrain import schedule
 from hpc_bert.pretrain.checkpoint import (find_latest, load_training_checkpoint, rng_state,
                                  save_finetune_checkpoint, save_training_checkpoint, set_rng_state,
@@ -41,7 +41,7 @@ from hpc_bert.layout import FINAL_NAME, marker_name
 from hpc_bert.model.bert import MaskedLM, build_hf_model, count_parameters, padded_vocab_size
 from hpc_bert.model.compile import prepare_compiled, use_compile
 from hpc_bert.model.optim import build_optimizer
-from hpc_bert.launch.runlock import RunLock
+from hpc_bert.runlock import RunLock
 
 def _process_start() -> float:
     """Wall time this process started (imports included in startup), now if unknown."""

@@ -1,2 +1,2 @@
-"""Test aids shipped with the package: fault-injection hooks the trainer calls (inert unless
-HPC_BERT_FAULTS is set) and synthetic corpora / shards."""
+"""Test support, not product code: synthetic corpora and shards, and a host-sync counter, for
+the tests and benchmarks. Nothing in the product imports this folder (a test checks it)."""
