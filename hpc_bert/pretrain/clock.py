@@ -26,12 +26,12 @@ from typing import Iterator
 
 from hpc_bert import runenv
 from hpc_bert.atomic import write_json_atomic
+from hpc_bert.end_reason import EndReason
 from hpc_bert.errors import UserError
 from hpc_bert.layout import LEDGER_NAME
 from hpc_bert.pretrain import faults
 
 LEDGER_VERSION = 1
-END_REASONS = ("budget_done", "timeout", "preempted", "signal", "crash", "early_stop", "early_exit", "error")
 PHASES = ("train", "validation", "checkpoint")
 
 
@@ -183,8 +183,8 @@ class Ledger:
         return {**sums, "elapsed_s": elapsed, "progress": elapsed / self.budget_s,
                 "allocations": len(self.allocations),
                 "requeues": max(0, len(self.allocations) - 1),
-                "done": bool(self.allocations) and self.allocations[-1].end_reason in
-                ("budget_done", "early_stop", "early_exit")}
+                "done": bool(self.allocations) and self.allocations[-1].end_reason is not None
+                and EndReason(self.allocations[-1].end_reason).finished}
 
     @property
     def current(self) -> Allocation:
@@ -197,7 +197,7 @@ class Ledger:
         """Open a new allocation record; close a dangling one (its job died) as a crash."""
         if self.allocations and self.allocations[-1].end_reason is None:
             dead = self.allocations[-1]
-            dead.end_reason = "crash"
+            dead.end_reason = EndReason.CRASH
             dead.end_wall = dead.end_wall or time.time()
         if self.allocations:
             # Work the previous allocation did after the checkpoint we resume from is lost.
@@ -234,7 +234,7 @@ class Ledger:
         self.save()
 
     def end_allocation(self, clock: BudgetClock, step: int, reason: str) -> None:
-        assert reason in END_REASONS, reason
+        reason = EndReason(reason)
         self.heartbeat(clock, step)
         self.current.end_reason = reason
         self.save()

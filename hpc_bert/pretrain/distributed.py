@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from hpc_bert.runenv import DistEnv, resolve_host
+from hpc_bert.end_reason import EndReason
 
 
 def init_distributed(denv: DistEnv) -> str:
@@ -88,8 +89,8 @@ class StopCode(IntEnum):
     DEADLINE = 4   # the allocation end (HPC_BERT_ALLOCATION_END) is closer than a save
 
     @property
-    def reason(self) -> str | None:
-        """The ledger's end reason (clock.END_REASONS) for this code."""
+    def reason(self) -> EndReason | None:
+        """The end reason this code stops an allocation with."""
         return _CODE_REASONS[self]
 
     @property
@@ -97,8 +98,8 @@ class StopCode(IntEnum):
         return _CODE_CAUSES[self]
 
 
-_CODE_REASONS = {StopCode.NONE: None, StopCode.SIGNAL: "signal", StopCode.PREEMPTED: "preempted",
-                 StopCode.TIMEOUT: "timeout", StopCode.DEADLINE: "timeout"}
+_CODE_REASONS = {StopCode.NONE: None, StopCode.SIGNAL: EndReason.SIGNAL, StopCode.PREEMPTED: EndReason.PREEMPTED,
+                 StopCode.TIMEOUT: EndReason.TIMEOUT, StopCode.DEADLINE: EndReason.TIMEOUT}
 _CODE_CAUSES = {StopCode.NONE: "no signal", StopCode.SIGNAL: "SIGINT", StopCode.PREEMPTED: "SIGTERM",
                 StopCode.TIMEOUT: "SIGUSR2", StopCode.DEADLINE: "allocation deadline"}
 SIGNAL_CODES = {signal.SIGINT: StopCode.SIGNAL, signal.SIGTERM: StopCode.PREEMPTED, signal.SIGUSR2: StopCode.TIMEOUT}

@@ -34,8 +34,9 @@ from hpc_bert.config.flags import flat_dict
 from hpc_bert.pretrain.distributed import (StopCode, StopFlag, agree_step, all_agree_max, all_sum, barrier,
                                            init_distributed, shutdown)
 from hpc_bert.runenv import allocation_end, dist_env
-from hpc_bert.pretrain.step_decision import FINISHED, Agreed, Decision, TrainState, after_validation, decide
-from hpc_bert.errors import EXIT_REQUEUE, UserError
+from hpc_bert.pretrain.step_decision import Agreed, Decision, TrainState, after_validation, decide
+from hpc_bert.end_reason import EndReason
+from hpc_bert.errors import UserError
 from hpc_bert.pretrain.events import EventLog
 from hpc_bert.layout import FINAL_NAME, marker_name
 from hpc_bert.model.bert import MaskedLM, build_hf_model, count_parameters, padded_vocab_size
@@ -235,7 +236,7 @@ class _Allocation:
             # decide: a pure function of the agreed values, the config and the state
             d = decide(agreed, self.cfg, state)
             # act
-            if d.stop == "error":
+            if d.stop is EndReason.ERROR:
                 self.diverged(loss_sum)
                 break
             if loss_sum is not None and state.step % self.cfg.runtime.print_steps == 0:
@@ -245,7 +246,7 @@ class _Allocation:
                 d = after_validation(d, state.last_val_loss, elapsed, self.cfg)
             for m in d.markers:
                 self.save_marker(m, elapsed)
-            if d.stop and d.stop not in FINISHED:  # W&B: mark the run preempting before the save
+            if d.stop and not d.stop.finished:  # W&B: mark the run preempting before the save
                 self.events.stopping(state.step, elapsed, d.stop, d.cause)
             if d.checkpoint:
                 self.save_checkpoint(d.checkpoint, elapsed)
@@ -340,7 +341,7 @@ class _Allocation:
     # ---- the end of this allocation ------------------------------------------------------------
     def finish(self, d: Decision) -> int:
         state, clock, reason = self.state, self.clock, d.stop
-        finished = reason in FINISHED
+        finished = reason.finished
         if finished and self.cfg.schedule.finetune_checkpoint_at_end:
             self.save_hf(FINAL_NAME, {"reason": reason})
         # every rank must hold the same weights: compare a checksum across ranks
@@ -353,8 +354,6 @@ class _Allocation:
             self.ledger.end_allocation(clock, state.step, reason)
         log(self.rank, f"stopped at step {state.step}, elapsed {clock.elapsed():.1f} s ({clock.progress():.1%} of "
                        f"the budget): {reason} ({d.cause})")
-        self.events.close(1 if reason == "error" else 0)
+        self.events.close(1 if reason is EndReason.ERROR else 0)
         self.stop.uninstall()
-        if reason == "error":
-            return 1
-        return 0 if finished else EXIT_REQUEUE
+        return reason.exit_status

@@ -15,6 +15,7 @@ import sys
 from typing import Iterable, Sequence
 
 from hpc_bert.errors import ConfigError, exit_on_user_error
+from hpc_bert.end_reason import EndReason
 
 # Exponential decay reaches exp(-EXP_RATE) of the peak before being shifted to hit 0 at the end.
 EXP_RATE = 5.0
@@ -58,12 +59,12 @@ def learning_rate(peak_lr: float, lr_schedule: str, curve: str, warmup_proportio
     return peak_lr * lr_multiplier(progress, warmup_proportion, curve)
 
 
-def stop_reason(elapsed_s: float, budget_s: float, early_exit_s: float | None) -> str | None:
-    """'budget_done' / 'early_exit' once training time is spent, else None."""
+def stop_reason(elapsed_s: float, budget_s: float, early_exit_s: float | None) -> EndReason | None:
+    """BUDGET_DONE / EARLY_EXIT once training time is spent, else None."""
     if elapsed_s >= budget_s:
-        return "budget_done"
+        return EndReason.BUDGET_DONE
     if early_exit_s is not None and elapsed_s >= early_exit_s:
-        return "early_exit"
+        return EndReason.EARLY_EXIT
     return None
 
 

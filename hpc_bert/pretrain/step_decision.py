@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from hpc_bert.pretrain import schedule
 from hpc_bert.pretrain.distributed import StopCode
+from hpc_bert.end_reason import EndReason
 
 
 @dataclass
@@ -43,11 +44,8 @@ class Decision:
     validate: tuple[int, ...] = ()     # epoch numbers (1-based) to validate after, in order
     markers: tuple[float, ...] = ()    # fine-tune markers to save now, oldest first
     checkpoint: str | None = None      # why a training checkpoint is saved now ("periodic" or the stop reason)
-    stop: str | None = None            # a clock.END_REASONS value, or None to keep training
+    stop: EndReason | None = None      # why the allocation ends now, or None to keep training
     cause: str = ""                    # what triggered the stop, for the log
-
-
-FINISHED = ("budget_done", "early_exit", "early_stop")  # exit 0; other stops requeue or fail
 
 
 def decide(agreed: Agreed, cfg, state: TrainState) -> Decision:
@@ -67,7 +65,7 @@ def decide(agreed: Agreed, cfg, state: TrainState) -> Decision:
        --checkpoint_every_minutes minutes have passed since the last.
     """
     if agreed.nonfinite_loss:
-        return Decision(stop="error", cause="non-finite loss")
+        return Decision(stop=EndReason.ERROR, cause="non-finite loss")
     s, v = cfg.schedule, cfg.validation
     elapsed, progress = agreed.elapsed_s, agreed.elapsed_s / s.budget_s
     validate = ()
@@ -104,5 +102,5 @@ def after_validation(decision: Decision, val_loss: float, elapsed_s: float, cfg)
     if not (v.use_early_stopping and schedule.early_stop(elapsed_s, val_loss, v.early_stop_time,
                                                         v.early_stop_eval_loss)):
         return decision
-    return dataclasses.replace(decision, stop="early_stop", checkpoint="early_stop",
+    return dataclasses.replace(decision, stop=EndReason.EARLY_STOP, checkpoint=EndReason.EARLY_STOP,
                                cause=f"validation loss {val_loss:.3f}")
