@@ -19,6 +19,9 @@ RUN_DIR/
 """
 from __future__ import annotations
 
+import json
+import os
+
 LOCK_NAME = ".hpc_bert.lock"
 LEDGER_NAME = "budget.json"
 METRICS_NAME = "metrics.jsonl"
@@ -55,3 +58,20 @@ def predictions_name(split: str) -> str:
 
 def submission_name(checkpoint: str) -> str:
     return f"glue_submission_{checkpoint}.zip"
+
+
+def read_events(run_dir: str) -> list[dict]:
+    """Every event of RUN_DIR/metrics.jsonl in order (written by pretrain/events.py), [] when absent."""
+    path = os.path.join(run_dir, METRICS_NAME)
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue  # a line torn by a crash
+    return out

@@ -7,7 +7,7 @@ import h5py
 import pytest
 
 from hpc_bert.data import fetch, hdf5io
-from hpc_bert.data.__main__ import main
+from hpc_bert.data.cli import main
 from hpc_bert.data.dataset import check_dataset
 from hpc_bert.data.loader import PretrainingDataLoader
 from hpc_bert.testing.synthetic import write_random_shard

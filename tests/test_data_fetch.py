@@ -12,7 +12,7 @@ import zipfile
 import pytest
 
 from hpc_bert.data import fetch
-from hpc_bert.data.__main__ import main
+from hpc_bert.data.cli import main
 from hpc_bert.errors import UserError
 
 PAGE = ("<page><title>{t}</title><ns>0</ns><revision><text>'''{t}''' is a [[topic|subject]] of "

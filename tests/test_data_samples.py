@@ -213,7 +213,7 @@ def test_rerun_with_other_settings_needs_overwrite(prepared, corpus_and_vocab):
 
 
 def test_cli_prepare_with_a_trained_tokenizer_feeds_the_loader(corpus_and_vocab, tmp_path, capsys):
-    from hpc_bert.data.__main__ import main
+    from hpc_bert.data.cli import main
     from hpc_bert.data.loader import PretrainingDataLoader
     from hpc_bert.data.tokenizer import load_tokenizer
 

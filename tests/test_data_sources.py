@@ -8,7 +8,7 @@ import lzma
 
 import pytest
 
-from hpc_bert.data.__main__ import main
+from hpc_bert.data.cli import main
 from hpc_bert.data.sources import check_inputs, dataset_documents, documents, file_format, input_files
 from hpc_bert.errors import UserError
 

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from hpc_bert.glue import finetune
-from hpc_bert.glue.__main__ import main as glue_main
+from hpc_bert.glue.cli import main as glue_main
 from glue_fixtures import (FILLER, NEGATIVE, POSITIVE, SPECIALS, TRAIN_FLAGS, keyword_sentence, make_checkpoint,
                            write_keyword_sst2)
 

@@ -10,7 +10,7 @@ import pytest
 from glue_fixtures import GLUE_WORDS, glue_rows, make_checkpoint, make_tokenizer, one_line_error, write_glue_tsv
 from hpc_bert.glue import aggregate as agg
 from hpc_bert.glue import finetune, step_counts
-from hpc_bert.glue.__main__ import main as glue_main
+from hpc_bert.glue.cli import main as glue_main
 
 FLAGS = ["--do_train", "--do_eval", "--max_seq_length", "32", "--disable_tqdm", "--logging_steps", "10"]
 

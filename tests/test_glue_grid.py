@@ -7,7 +7,7 @@ import pytest
 
 from hpc_bert.errors import UserError
 from hpc_bert.glue import grid as g
-from hpc_bert.glue.__main__ import main as glue_main
+from hpc_bert.glue.cli import main as glue_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

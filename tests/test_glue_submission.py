@@ -11,8 +11,9 @@ import pytest
 
 from glue_fixtures import GLUE_WORDS, glue_rows, make_checkpoint, write_glue_tsv
 from hpc_bert.errors import UserError
+from hpc_bert.glue import run_files
 from hpc_bert.glue import submission as sub
-from hpc_bert.glue.__main__ import main as glue_main
+from hpc_bert.glue.cli import main as glue_main
 from hpc_bert.glue.tasks import SUBMISSION_FILES, get_task
 
 ALL_FILES = {"CoLA.tsv", "SST-2.tsv", "MRPC.tsv", "STS-B.tsv", "QQP.tsv", "MNLI-m.tsv", "MNLI-mm.tsv", "QNLI.tsv",
@@ -84,7 +85,7 @@ def put(root, task, lr, seed, score, folder=None):
     os.makedirs(out, exist_ok=True)
     preds = {}
     for test in spec.test_splits:
-        preds[test.split] = sub.write_predictions(out, spec, test.split, ["0", "1"], [seed % 2, 0])
+        preds[test.split] = run_files.write_predictions(out, spec, test.split, ["0", "1"], [seed % 2, 0])
     rec = {"task": spec.name, "learning_rate": lr, "seed": seed, "checkpoint": "/x/finetune_checkpoints/final",
            "per_device_train_batch_size": 32, "score": score, "predictions": preds,
            "scores": {c.label: score for c in spec.columns}}
@@ -125,6 +126,6 @@ def test_no_predictions_at_all_is_one_line_and_writes_nothing(tmp_path):
 
 
 def test_predictions_format():
-    assert sub.format_prediction(get_task("STS-B"), 3.14159) == "3.142"
-    assert sub.format_prediction(get_task("MNLI"), 2) == "neutral"
+    assert run_files.format_prediction(get_task("STS-B"), 3.14159) == "3.142"
+    assert run_files.format_prediction(get_task("MNLI"), 2) == "neutral"
     assert sub.median_run([{"score": s, "seed": i} for i, s in enumerate((0.3, 0.1, 0.2))])["seed"] == 2

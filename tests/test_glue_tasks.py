@@ -7,7 +7,7 @@ import pytest
 
 from hpc_bert.glue import finetune
 from hpc_bert.errors import UserError
-from hpc_bert.glue.__main__ import main as glue_main
+from hpc_bert.glue.cli import main as glue_main
 from glue_fixtures import one_line_error
 from hpc_bert.glue.tasks import TASK_ORDER, TASKS, examples_from_hub, get_task, load_task, read_split
 

@@ -106,7 +106,7 @@ def test_submitit_private_api_still_there():
 
 
 def test_allocation_count_is_one_formula():
-    from hpc_bert.launch.submit import ALLOCATION_OVERHEAD_S, allocations_needed
+    from hpc_bert.launch.allocations import ALLOCATION_OVERHEAD_S, allocations_needed
     # 24 h in 4 h SLURM allocations, 90 s signal lead: 14400 - 90 - 90 useful seconds each -> 7
     assert allocations_needed(24, 4, 90, "slurm") == 7
     # the demo: 144 s in 60 s local allocations, 6 s lead: 60 - 6 - 20 = 34 s each -> 5

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 from typing import Callable
 
+from hpc_bert.config.flags import parse_config
 from hpc_bert.data.config import PrepareConfig
-from hpc_bert.data.shards import shard_name
-
-SUBMITIT_DIR = "submitit"
+from hpc_bert.data.pipeline import samples_stage, split_stage, summary_stage
+from hpc_bert.data.shards import open_inputs, shard_name
+from hpc_bert.data.tokenizer import load_tokenizer
+from hpc_bert.errors import ConfigError
+from hpc_bert.layout import SUBMITIT_DIR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,8 +31,6 @@ class SplitTask:
     cfg: PrepareConfig
 
     def __call__(self) -> int:
-        from hpc_bert.data.pipeline import split_stage
-
         return split_stage(self.cfg, log=print)["num_documents"]
 
 
@@ -38,8 +40,6 @@ class SamplesTask:
     groups: tuple[tuple[str, ...], ...]
 
     def __call__(self, group: int) -> int:
-        from hpc_bert.data.pipeline import samples_stage
-
         return sum(s["samples"] for s in samples_stage(self.cfg, set(self.groups[group]), log=print))
 
 
@@ -48,8 +48,6 @@ class SummaryTask:
     cfg: PrepareConfig
 
     def __call__(self) -> float:
-        from hpc_bert.data.pipeline import summary_stage
-
         return summary_stage(self.cfg, log=print)["real_token_fraction"]
 
 
@@ -83,13 +81,9 @@ def make_executor(cfg: PrepareConfig, name: str, dependency: str | None = None):
 
 def submit_prepare(cfg: PrepareConfig, log: Callable[[str], None] = print) -> dict[str, str]:
     """Submit the split job, the samples array and the summary job; returns their ids."""
-    from hpc_bert.data.tokenizer import load_tokenizer
-
     if cfg.tokenizer.tokenizer_name:  # a bad name or input fails here, not in a queued job
         load_tokenizer(cfg.tokenizer.tokenizer_name)
     if cfg.inputs.input:
-        from hpc_bert.data.shards import open_inputs
-
         open_inputs(cfg.inputs)  # every input file opened, its first document read
     os.makedirs(cfg.output_dir, exist_ok=True)
     groups = shard_groups(cfg)
@@ -116,11 +110,6 @@ def submit_prepare(cfg: PrepareConfig, log: Callable[[str], None] = print) -> di
 def prepare_for_submit(prepare_args: str, cluster: str, dataset_path: str | None) -> PrepareConfig:
     """The PrepareConfig of ``submit --prepare "ARGS"``, checked before anything is submitted:
     its jobs run on submit's cluster and write the pretraining job's --dataset_path."""
-    import shlex
-
-    from hpc_bert.config.flags import parse_config
-    from hpc_bert.errors import ConfigError
-
     argv = shlex.split(prepare_args)
     if "--cluster" in argv or "--output_dir" in argv:
         raise ConfigError("--prepare takes no --cluster / --output_dir: the data jobs run on submit's cluster and "

@@ -150,11 +150,6 @@ class PretrainingDataLoader:
         parts = [self.chunks[c].first_id + rows for _e, c, rows in self.locate(start, stop)]
         return np.concatenate(parts).astype(np.int64)
 
-    @property
-    def samples_per_epoch(self) -> int:
-        """Samples of one epoch, all ranks together."""
-        return self.num_samples
-
     # ----- batches -----
     def _check_dynamic_masking(self) -> None:
         recorded = self.info.special_ids.get("mask_token_id")

@@ -23,6 +23,7 @@ from typing import Callable
 from hpc_bert.atomic import write_json_atomic
 from hpc_bert.config.flags import build_config, flat_dict
 from hpc_bert.data.config import PrepareConfig
+from hpc_bert.data.fetch import fetch
 from hpc_bert.data.samples import make_samples, shard_stats
 from hpc_bert.data.shards import make_text_shards, text_shard_files
 from hpc_bert.data.tokenizer import load_tokenizer, save_tokenizer, train_wordpiece
@@ -73,8 +74,6 @@ def split_stage(cfg: PrepareConfig, log: Callable[[str], None] = _quiet) -> dict
         load_tokenizer(tok.tokenizer_name)
     inputs = cfg.inputs
     if not inputs.given:
-        from hpc_bert.data.fetch import fetch
-
         corpus = os.path.join(cfg.output_dir, "corpus")
         log(f"fetching the default corpora into {corpus}")
         fetch(corpus, ("wiki", "sotu"))

@@ -15,8 +15,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from hpc_bert.atomic import atomic_output, write_text_atomic
 from hpc_bert.errors import UserError
-from hpc_bert.glue.finetune import read_results
+from hpc_bert.glue.run_files import read_results
 from hpc_bert.glue.grid import GLUE_SUBDIR, budget_fraction, checkpoint_sort_key, format_lr
 from hpc_bert.glue.tasks import DEFAULT_EXCLUDED_FROM_AVERAGE, TASK_ORDER, TASKS
 from hpc_bert.layout import GLUE_RESULTS as RESULTS_FILE, GLUE_TABLE_CSV as CSV_FILE, GLUE_TABLE_MD as MARKDOWN_FILE
@@ -205,11 +206,7 @@ def aggregate(run_dir: str, exclude: Sequence[str] = DEFAULT_EXCLUDED_FROM_AVERA
     out_dir = out_dir or run_dir
     os.makedirs(out_dir, exist_ok=True)
     md_path, csv_path = os.path.join(out_dir, MARKDOWN_FILE), os.path.join(out_dir, CSV_FILE)
-    tmp = md_path + f".tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(render_markdown(rows, run_dir, exclude))
-    os.replace(tmp, md_path)
-    tmp = csv_path + f".tmp{os.getpid()}"
-    write_csv(rows, tmp)
-    os.replace(tmp, csv_path)
+    write_text_atomic(md_path, render_markdown(rows, run_dir, exclude))
+    with atomic_output(csv_path) as tmp:
+        write_csv(rows, tmp)
     return rows, md_path, csv_path

@@ -13,7 +13,6 @@ Everything the user can get wrong is checked before the model is loaded.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -22,12 +21,13 @@ from datetime import datetime, timezone
 
 from hpc_bert.atomic import write_json_atomic
 from hpc_bert.config.flags import check_choices, field, flat_dict, parse_config
+from hpc_bert.data import tokenizer as data_tokenizer
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
 from hpc_bert.glue import metrics as glue_metrics
 from hpc_bert.glue.encode import EncodedTask, encode, subset
 from hpc_bert.glue import prompt as glue_prompt
 from hpc_bert.glue.step_counts import capped_warmup, training_steps
-from hpc_bert.glue.submission import write_predictions
+from hpc_bert.glue.run_files import start_record, write_predictions
 from hpc_bert.glue.tasks import HUB_DATASET, TASK_ORDER, TaskSpec, get_task, load_task, load_test
 from hpc_bert.layout import GLUE_RESULTS as RESULTS_FILE
 
@@ -154,7 +154,6 @@ def check_checkpoint(path: str, what: str) -> None:
 
 def load_tokenizer(cfg: FinetuneConfig):
     """The fine-tuning tokenizer: --tokenizer_name, else the checkpoint's own (data/tokenizer.py loads it)."""
-    from hpc_bert.data import tokenizer as data_tokenizer
     source = cfg.tokenizer_name or cfg.model_name_or_path
     check_checkpoint(source, "--tokenizer_name" if cfg.tokenizer_name else "--model_name_or_path")
     return data_tokenizer.load_tokenizer(source)
@@ -206,23 +205,6 @@ def check_head(cfg: FinetuneConfig, task: TaskSpec) -> None:
                         "with a new head on that model")
 
 
-def read_results(folder: str) -> dict:
-    """The results.json a run wrote into ``folder``; OSError / ValueError when absent or unreadable."""
-    with open(os.path.join(folder, RESULTS_FILE)) as fh:
-        return json.load(fh)
-
-
-def start_record(model_path: str) -> dict | None:
-    """Where a run started from when its model is itself a fine-tuned run (results.json beside it):
-    that run's task and pretraining checkpoint, so the table files it under the right row."""
-    try:
-        prev = read_results(model_path)
-    except (OSError, ValueError):
-        return None
-    origin = (prev.get("start_from") or {}).get("checkpoint") or prev.get("checkpoint")
-    return {"task": prev.get("task"), "checkpoint": origin, "model": model_path}
-
-
 def _eval_history(log_history: list[dict]) -> list[dict]:
     out = []
     for entry in log_history:
@@ -233,52 +215,60 @@ def _eval_history(log_history: list[dict]) -> list[dict]:
     return out
 
 
-def run(cfg: FinetuneConfig) -> dict:
-    """Fine-tune and/or evaluate; returns (and writes) the results record."""
-    task = get_task(cfg.task_name)
-    check_output_dir(cfg)
-    check_checkpoint(cfg.model_name_or_path, "--model_name_or_path")
-    check_head(cfg, task)
+def _check_precision(cfg: FinetuneConfig) -> None:
     if cfg.fp16 or cfg.bf16:
-        import torch
+        import torch  # not at the top: `--help` and the input checks stay free of torch's start-up
         if not torch.cuda.is_available():
             raise UserError("--fp16/--bf16 need a GPU and none is visible: drop the flag to train in fp32 on CPU")
-    tokenizer = load_tokenizer(cfg)
-    label_ids = None
-    if cfg.prompt:  # the label words and the template's length, before data and model load
-        label_ids = glue_prompt.label_token_ids(tokenizer, tuple(cfg.verbalizer.split(",")))
-        glue_prompt.check_room(cfg.prompt_template, tokenizer, cfg.max_seq_length)
-    data = load_task(task, cfg.data_dir, with_train=cfg.do_train, dataset_name=cfg.dataset_name)
-    tests = load_test(task, cfg.data_dir, cfg.dataset_name) if cfg.do_predict else {}
 
-    import torch
-    import transformers
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
-    set_seed(cfg.seed)  # before the model is built: the new classifier head depends on it
-    model = load_model(cfg, task, tokenizer, label_ids)
-    use_types = getattr(model.config, "type_vocab_size", 2) >= 2
+def _prompt_label_ids(cfg: FinetuneConfig, tokenizer) -> list[int] | None:
+    """The verbalizer's label token ids (with --prompt), checked before data and model load."""
+    if not cfg.prompt:
+        return None
+    label_ids = glue_prompt.label_token_ids(tokenizer, tuple(cfg.verbalizer.split(",")))
+    glue_prompt.check_room(cfg.prompt_template, tokenizer, cfg.max_seq_length)
+    return label_ids
 
-    def encoded(split: str, limit: int | None) -> EncodedTask:  # prompt_template is set only with --prompt
-        return encode(subset(data[split], limit), task, tokenizer, cfg.max_seq_length, use_types, cfg.prompt_template)
 
-    train_set = encoded("train", cfg.max_train_samples) if cfg.do_train else None
-    eval_sets = {s: encoded(s, cfg.max_eval_samples) for s in task.splits}
-    test_sets = {s: encode(examples, task, tokenizer, cfg.max_seq_length, use_types, cfg.prompt_template)
-                 for s, (_, examples) in tests.items()}
-    warmup = cfg.warmup_steps
-    if train_set is not None:
-        warmup, note = capped_warmup(cfg.warmup_steps, training_steps(
-            len(train_set), cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps,
-            cfg.num_train_epochs, cfg.max_steps))
-        if note:
-            print(f"hpc_bert: note: {note}", file=sys.stderr, flush=True)
+@dataclass
+class _Datasets:
+    train: EncodedTask | None
+    eval: dict[str, EncodedTask]
+    test: dict[str, EncodedTask]
+    test_indices: dict[str, list[str]]
+
+
+def _encode_datasets(cfg: FinetuneConfig, task: TaskSpec, tokenizer, use_types: bool, data: dict,
+                     tests: dict) -> _Datasets:
+    def encoded(examples, limit: int | None = None) -> EncodedTask:  # prompt_template is set only with --prompt
+        return encode(subset(examples, limit), task, tokenizer, cfg.max_seq_length, use_types, cfg.prompt_template)
+
+    return _Datasets(train=encoded(data["train"], cfg.max_train_samples) if cfg.do_train else None,
+                     eval={s: encoded(data[s], cfg.max_eval_samples) for s in task.splits},
+                     test={s: encoded(examples) for s, (_, examples) in tests.items()},
+                     test_indices={s: indices for s, (indices, _) in tests.items()})
+
+
+def _warmup_steps(cfg: FinetuneConfig, train_set: EncodedTask | None) -> int:
+    if train_set is None:
+        return cfg.warmup_steps
+    warmup, note = capped_warmup(cfg.warmup_steps, training_steps(
+        len(train_set), cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps,
+        cfg.num_train_epochs, cfg.max_steps))
+    if note:
+        print(f"hpc_bert: note: {note}", file=sys.stderr, flush=True)
+    return warmup
+
+
+def _build_trainer(cfg: FinetuneConfig, task: TaskSpec, model, tokenizer, sets: _Datasets, warmup: int):
+    import torch  # heavy imports stay out of the module's import (see _check_precision)
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     def compute(pred) -> dict[str, float]:
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
         return glue_metrics.compute_metrics(task, glue_metrics.predictions_from_logits(task, logits), pred.label_ids)
 
-    os.makedirs(cfg.output_dir, exist_ok=True)
     disable_tqdm = cfg.disable_tqdm if cfg.disable_tqdm is not None else not sys.stderr.isatty()
     during_training = cfg.eval_strategy if cfg.do_eval else "no"
     args = TrainingArguments(
@@ -296,41 +286,74 @@ def run(cfg: FinetuneConfig) -> dict:
     )
     # During training only the first dev split is scored (MNLI: matched), to keep periodic
     # evaluation affordable; every split is scored at the end.
-    trainer = Trainer(model=model, args=args, train_dataset=train_set,
-                      eval_dataset=eval_sets[task.splits[0]] if during_training != "no" else None,
-                      processing_class=tokenizer, compute_metrics=compute,
-                      data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if cfg.fp16 or cfg.bf16 else None))
+    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if cfg.fp16 or cfg.bf16 else None)
+    return Trainer(model=model, args=args, train_dataset=sets.train,
+                   eval_dataset=sets.eval[task.splits[0]] if during_training != "no" else None,
+                   processing_class=tokenizer, compute_metrics=compute, data_collator=collator)
 
-    train_time = 0.0
-    train_loss = None
-    if cfg.do_train:
-        start = time.perf_counter()
-        out = trainer.train()
-        train_time = time.perf_counter() - start
-        train_loss = out.training_loss
-        if cfg.save_model and cfg.prompt:  # the MLM itself: with the template and label words it is the classifier
-            model.mlm.save_pretrained(cfg.output_dir)
-            tokenizer.save_pretrained(cfg.output_dir)
-        elif cfg.save_model:
-            trainer.save_model(cfg.output_dir)
 
-    metrics_by_split: dict[str, dict[str, float]] = {}
-    eval_time = 0.0
-    if cfg.do_eval:
-        start = time.perf_counter()
-        for split, dataset in eval_sets.items():
-            result = trainer.evaluate(eval_dataset=dataset, metric_key_prefix=split)
-            names = glue_metrics.metric_names(task) + ["loss"]
-            metrics_by_split[split] = {n: float(result[f"{split}_{n}"]) for n in names if f"{split}_{n}" in result}
-        eval_time = time.perf_counter() - start
-    scores = glue_metrics.task_scores(task, metrics_by_split)
-    predictions = {}
-    for split, dataset in test_sets.items():
+def _train(cfg: FinetuneConfig, trainer, model, tokenizer) -> tuple[float, float | None]:
+    """Train (and save the model when asked); returns (seconds, training loss)."""
+    if not cfg.do_train:
+        return 0.0, None
+    start = time.perf_counter()
+    out = trainer.train()
+    seconds = time.perf_counter() - start
+    if cfg.save_model and cfg.prompt:  # the MLM itself: with the template and label words it is the classifier
+        model.mlm.save_pretrained(cfg.output_dir)
+        tokenizer.save_pretrained(cfg.output_dir)
+    elif cfg.save_model:
+        trainer.save_model(cfg.output_dir)
+    return seconds, out.training_loss
+
+
+def _evaluate(cfg: FinetuneConfig, task: TaskSpec, trainer, eval_sets: dict) -> tuple[dict, float]:
+    """{split: {metric: value}} on every dev split, and the seconds it took."""
+    if not cfg.do_eval:
+        return {}, 0.0
+    start = time.perf_counter()
+    metrics_by_split = {}
+    names = glue_metrics.metric_names(task) + ["loss"]
+    for split, dataset in eval_sets.items():
+        result = trainer.evaluate(eval_dataset=dataset, metric_key_prefix=split)
+        metrics_by_split[split] = {n: float(result[f"{split}_{n}"]) for n in names if f"{split}_{n}" in result}
+    return metrics_by_split, time.perf_counter() - start
+
+
+def _predict(cfg: FinetuneConfig, task: TaskSpec, trainer, sets: _Datasets) -> dict[str, str]:
+    """Write predictions_<split>.tsv for each test split; {split: file name}."""
+    written = {}
+    for split, dataset in sets.test.items():
         logits = trainer.predict(dataset, metric_key_prefix=split).predictions
         logits = logits[0] if isinstance(logits, tuple) else logits
-        predictions[split] = write_predictions(cfg.output_dir, task, split, tests[split][0],
-                                               glue_metrics.predictions_from_logits(task, logits))
+        written[split] = write_predictions(cfg.output_dir, task, split, sets.test_indices[split],
+                                           glue_metrics.predictions_from_logits(task, logits))
+    return written
 
+
+def run(cfg: FinetuneConfig) -> dict:
+    """Fine-tune and/or evaluate; returns (and writes) the results record."""
+    task = get_task(cfg.task_name)
+    check_output_dir(cfg)
+    check_checkpoint(cfg.model_name_or_path, "--model_name_or_path")
+    check_head(cfg, task)
+    _check_precision(cfg)
+    tokenizer = load_tokenizer(cfg)
+    label_ids = _prompt_label_ids(cfg, tokenizer)
+    data = load_task(task, cfg.data_dir, with_train=cfg.do_train, dataset_name=cfg.dataset_name)
+    tests = load_test(task, cfg.data_dir, cfg.dataset_name) if cfg.do_predict else {}
+
+    import torch  # heavy imports after every input check (see _check_precision)
+    import transformers
+    transformers.set_seed(cfg.seed)  # before the model is built: the new classifier head depends on it
+    model = load_model(cfg, task, tokenizer, label_ids)
+    sets = _encode_datasets(cfg, task, tokenizer, getattr(model.config, "type_vocab_size", 2) >= 2, data, tests)
+    warmup = _warmup_steps(cfg, sets.train)
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    trainer = _build_trainer(cfg, task, model, tokenizer, sets, warmup)
+    train_time, train_loss = _train(cfg, trainer, model, tokenizer)
+    metrics_by_split, eval_time = _evaluate(cfg, task, trainer, sets.eval)
+    scores = glue_metrics.task_scores(task, metrics_by_split)
     record = {
         "task": task.name,
         "learning_rate": cfg.learning_rate,
@@ -346,12 +369,12 @@ def run(cfg: FinetuneConfig) -> dict:
         "eval_time_s": round(eval_time, 3),
         "train_loss": train_loss,
         "global_step": trainer.state.global_step,
-        "num_train_examples": len(train_set) if train_set is not None else 0,
-        "num_eval_examples": {s: len(d) for s, d in eval_sets.items()},
+        "num_train_examples": len(sets.train) if sets.train is not None else 0,
+        "num_eval_examples": {s: len(d) for s, d in sets.eval.items()},
         "eval_history": _eval_history(trainer.state.log_history),
         "start_from": start_record(cfg.model_name_or_path),
         "warmup_steps": warmup,
-        "predictions": predictions,
+        "predictions": _predict(cfg, task, trainer, sets),
         "device": str(trainer.args.device),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -370,7 +393,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"hpc_bert: {record['task']} lr {cfg.learning_rate:g} seed {cfg.seed}: {shown} "
           f"(train {record['train_time_s']:.0f} s) -> {os.path.join(cfg.output_dir, RESULTS_FILE)}", flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

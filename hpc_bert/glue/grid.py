@@ -27,7 +27,8 @@ from hpc_bert.config.flags import build_config, read_yaml
 from hpc_bert.errors import ConfigError, UserError
 from hpc_bert.layout import FINAL_NAME, FINETUNE_DIR, MARKER_PREFIX, marker_name  # noqa: F401
 from hpc_bert.layout import GLUE_DIR as GLUE_SUBDIR
-from hpc_bert.glue.finetune import RESULTS_FILE, FinetuneConfig, read_results
+from hpc_bert.glue.finetune import FinetuneConfig
+from hpc_bert.glue.run_files import has_results, read_results
 from hpc_bert.glue.tasks import DEFAULT_EXCLUDED_FROM_AVERAGE, TASK_ORDER, get_task
 
 CHECKPOINTS_SUBDIR = FINETUNE_DIR
@@ -180,7 +181,7 @@ class GlueRun:
 
     @property
     def done(self) -> bool:
-        return os.path.isfile(os.path.join(self.output_dir, RESULTS_FILE))
+        return has_results(self.output_dir)
 
     def command(self) -> str:
         return shlex.join(["python", "-m", "hpc_bert.finetune", *self.argv])

@@ -104,9 +104,9 @@ def render_prompts(examples, template: str, tokenizer, max_len: int) -> list[str
 
 def prompt_classifier(mlm, label_ids: list[int], mask_token_id: int):
     """Wrap a *ForMaskedLM model as a classifier over the label words' logits at the mask."""
+    # torch, transformers and the model module load here, not at import: the grid and `--help` stay light
     import torch
     from transformers.modeling_outputs import SequenceClassifierOutput
-
     from hpc_bert.model.bert import mlm_head
     head = mlm_head(mlm)
     if head is None:

@@ -9,42 +9,17 @@ files that are missing are listed in one line; the zip holds the rest.
 """
 from __future__ import annotations
 
-import csv
 import os
 import sys
 import zipfile
 from typing import Sequence
 
-from hpc_bert.atomic import atomic_output, write_text_atomic
+from hpc_bert.atomic import atomic_output
 from hpc_bert.errors import UserError
-from hpc_bert.glue.tasks import SUBMISSION_FILES, TASK_ORDER, TASKS, TaskSpec
+from hpc_bert.glue.aggregate import choose_setting, collect
+from hpc_bert.glue.run_files import read_predictions
+from hpc_bert.glue.tasks import SUBMISSION_FILES, TASK_ORDER, TASKS
 from hpc_bert.layout import FINAL_NAME, predictions_name, submission_name
-
-HEADER = ("index", "prediction")
-
-
-def format_prediction(task: TaskSpec, value) -> str:
-    return f"{float(value):.3f}" if task.is_regression else task.labels[int(value)]
-
-
-def write_predictions(folder: str, task: TaskSpec, split: str, indices: Sequence[str], values) -> str:
-    """predictions_<split>.tsv in ``folder``; returns the file name (what results.json records)."""
-    if len(indices) != len(values):
-        raise ValueError(f"{len(values)} predictions for {len(indices)} test rows")
-    lines = ["\t".join(HEADER)] + [f"{i}\t{format_prediction(task, v)}" for i, v in zip(indices, values)]
-    name = predictions_name(split)
-    write_text_atomic(os.path.join(folder, name), "\n".join(lines) + "\n")
-    return name
-
-
-def read_predictions(path: str) -> list[tuple[str, str]]:
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
-    if not rows or tuple(rows[0]) != HEADER:
-        raise UserError(f"{path} is not a predictions file (header {' '.join(HEADER)}): rerun that fine-tune "
-                        "with --do_predict")
-    return [(r[0], r[1]) for r in rows[1:] if r]
-
 
 def median_run(runs: Sequence[dict]) -> dict:
     """The run whose dev score is the median of the chosen setting's seeds (the lower middle one
@@ -55,7 +30,6 @@ def median_run(runs: Sequence[dict]) -> dict:
 
 def chosen_runs(records: Sequence[dict], checkpoint: str) -> dict[str, dict]:
     """{task: the median-seed run of its chosen setting} for one checkpoint row."""
-    from hpc_bert.glue.aggregate import choose_setting  # aggregate -> grid -> finetune -> here
     mine = [r for r in records if r["_checkpoint"] == checkpoint]
     if not mine:
         names = sorted({r["_checkpoint"] for r in records})
@@ -92,7 +66,6 @@ def build_zip(runs: dict[str, dict], output: str) -> tuple[list[str], list[str]]
 
 
 def submission(run_dir: str, checkpoint: str = FINAL_NAME, output: str | None = None) -> str:
-    from hpc_bert.glue.aggregate import collect
     runs = chosen_runs(collect(run_dir), checkpoint)
     output = output or os.path.join(run_dir, submission_name(checkpoint))
     if not output.endswith(".zip"):

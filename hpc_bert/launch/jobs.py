@@ -14,6 +14,13 @@ import sys
 
 from hpc_bert import runenv
 from hpc_bert.errors import EXIT_REQUEUE
+from hpc_bert.glue.cli import main as glue_main
+from hpc_bert.launch.cancel import cancel_requested
+from hpc_bert.launch.queue import upstream_failure
+from hpc_bert.layout import GLUE_TABLE_CSV
+from hpc_bert.pretrain import cli
+from hpc_bert.pretrain.clock import Ledger
+from hpc_bert.pretrain.wandb_run import log_glue_table, read_record
 
 
 def _export_run_env() -> tuple[int, str, bool]:
@@ -62,7 +69,6 @@ def after_training(rc: int, allocations: int, max_requeues: int) -> str:
 
 
 def _allocations_recorded(run_dir: str) -> int:
-    from hpc_bert.pretrain.clock import Ledger
     ledger = Ledger.load(run_dir)
     return len(ledger.allocations) if ledger else 0
 
@@ -77,7 +83,6 @@ class PretrainJob:
     def __call__(self) -> int:
         os.chdir(self.workdir)
         rank, job_id, local = _export_run_env()
-        from hpc_bert.pretrain import cli
         try:
             rc = cli.main(self.train_argv)
         except SystemExit as e:
@@ -85,7 +90,6 @@ class PretrainJob:
                 raise  # submitit's own requeue (a time-limit signal during startup) exits this way
             rc = e.code  # user errors exit through sys.exit(2)
         if rc == EXIT_REQUEUE:
-            from hpc_bert.launch.cancel import cancel_requested
             if cancel_requested(self.run_dir):
                 raise RuntimeError("stopped by python -m hpc_bert.submit --cancel after saving a checkpoint: "
                                    "resubmit the same command to continue")
@@ -116,7 +120,6 @@ class GlueTask:
 
     def __call__(self, index: int) -> int:
         os.chdir(self.workdir)
-        from hpc_bert.glue.__main__ import main as glue_main
         return glue_main(["run", self.glue_config, "--run_dir", self.run_dir, "--checkpoints",
                           ",".join(self.checkpoints), "--index", str(index)])
 
@@ -130,15 +133,11 @@ class AggregateTask:
 
     def __call__(self) -> int:
         os.chdir(self.workdir)
-        from hpc_bert.glue.__main__ import main as glue_main
-        from hpc_bert.launch.queue import upstream_failure
         failure = upstream_failure(self.run_dir)
         if failure:
             print(f"hpc_bert: error: {failure}", file=sys.stderr, flush=True)
             raise RuntimeError(failure)
         rc = glue_main(["aggregate", self.run_dir])
-        from hpc_bert.pretrain.wandb_run import log_glue_table, read_record
         if rc == 0 and read_record(self.run_dir) is not None:
-            from hpc_bert.layout import GLUE_TABLE_CSV
             log_glue_table(self.run_dir, os.path.join(self.run_dir, GLUE_TABLE_CSV))
         return rc

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 
 from hpc_bert.atomic import read_json, write_json_atomic
-from hpc_bert.layout import CHAIN_FILE
+from hpc_bert.layout import CHAIN_FILE, GLUE_DIR, GLUE_RESULTS
+from hpc_bert.pretrain.clock import Ledger
 
 ROLES = ("pretrain", "glue_array", "glue_round2", "aggregate")  # glue_round2: start_from tasks
 DONE_STATES = {"COMPLETED"}
@@ -198,8 +199,6 @@ def error_line(log_path: str) -> str | None:
 def upstream_failure(run_dir: str) -> str | None:
     """Why the aggregation has nothing to aggregate, naming the failed job and its log; None when
     some GLUE run wrote results (the table then shows what finished)."""
-    from hpc_bert.layout import GLUE_DIR, GLUE_RESULTS
-    from hpc_bert.pretrain.clock import Ledger
     glue_dir = os.path.join(run_dir, GLUE_DIR)
     if any(GLUE_RESULTS in files for _, _, files in os.walk(glue_dir)):
         return None

@@ -12,12 +12,11 @@ import os
 import sys
 import time
 
-from hpc_bert.pretrain.checkpoint import find_latest
+from hpc_bert.pretrain.checkpoint_index import find_latest
 from hpc_bert.pretrain.clock import Ledger
 from hpc_bert.errors import UserError, exit_on_user_error
-from hpc_bert.pretrain.events import read_events
 from hpc_bert.launch import queue
-from hpc_bert.layout import FINETUNE_DIR, GLUE_DIR, GLUE_RESULTS, GLUE_TABLE_MD, LEDGER_NAME
+from hpc_bert.layout import FINETUNE_DIR, GLUE_DIR, GLUE_RESULTS, GLUE_TABLE_MD, LEDGER_NAME, read_events
 
 
 def _fmt_wall(t: float | None) -> str:
@@ -206,7 +205,3 @@ def watch(run_dir: str, seconds: float, count: int = 0) -> None:
             time.sleep(seconds)
     except KeyboardInterrupt:
         return
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """``python -m hpc_bert.submit``: pretraining with requeues, then GLUE, then the table.
 
-The launcher knows nothing of training. It validates the inputs, then submits
+It validates the inputs (nothing is submitted while one is wrong), then submits
   1. the pretraining job: requeued on timeout / preemption until the ledger says the
      budget is spent (the trainer exits 75 to ask for it);
   2. the GLUE job array, ``afterok`` on (1) with ``--kill-on-invalid-dep=yes``, one task
@@ -22,17 +22,20 @@ from dataclasses import dataclass
 
 from hpc_bert.config.flags import check_choices, field, leaf_fields, parse_config
 from hpc_bert.config.pretrain import PretrainConfig
+from hpc_bert.data.cluster import prepare_for_submit, submit_prepare
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
+from hpc_bert.glue import grid as glue_grid
+from hpc_bert.glue.grid import rounds
 from hpc_bert.launch import cluster_options
+from hpc_bert.launch.allocations import allocation_plan
 from hpc_bert.launch import queue
+from hpc_bert.launch.cancel import cancel_chain
+from hpc_bert.launch.jobs import AggregateTask, GlueTask, PretrainJob
 from hpc_bert.launch.queue import record_chain
+from hpc_bert.launch.status import render
 from hpc_bert.layout import GLUE_TABLE_MD, SUBMITIT_DIR
+from hpc_bert.runlock import check_not_live
 
-LOCAL_MAX_ALLOCATIONS = 6  # submitit's LocalExecutor relaunches a job at most 6 times (its max_retry)
-# Seconds of an allocation lost besides the signal lead: SLURM sends the time-limit signal up to
-# ~30 s early and a job needs ~60 s to start; a local job starts in ~20 s and is signalled on time.
-ALLOCATION_OVERHEAD_S = {"slurm": 90.0, "local": 20.0}
-SAVE_BYTES_PER_S = 200e6  # assumed checkpoint write speed until a save was measured
 HELP_FLAGS = ("-h", "--help")
 
 
@@ -81,39 +84,6 @@ class SubmitConfig:
                 raise ConfigError(f"--{name} must be >= 1")
 
 
-def signal_delay_seconds(sub: SubmitConfig, cluster: str, save_s: float) -> int:
-    """The time-limit signal's lead: room for one checkpoint save (3x the measured or estimated
-    save, plus 30 s), but at most a tenth of a short allocation, which must train at all."""
-    delay = sub.signal_delay_s or int(max(60 if cluster == "slurm" else 10, 3 * save_s + 30))
-    return int(min(delay, sub.allocation_hours * 3600 / 10))
-
-
-def allocations_needed(budget_hours: float, allocation_hours: float, signal_delay_s: float, cluster: str) -> int:
-    """Allocations the budget needs: each loses the signal lead and the cluster's overhead
-    (at least a fifth of it is assumed to train)."""
-    alloc_s = allocation_hours * 3600
-    useful_s = max(0.2 * alloc_s, alloc_s - signal_delay_s - ALLOCATION_OVERHEAD_S[cluster])
-    return math.ceil(budget_hours * 3600 / useful_s)
-
-
-def measured_save_seconds(run_dir: str) -> float | None:
-    from hpc_bert.pretrain.events import read_events
-    if not os.path.isdir(run_dir):
-        return None
-    saves = [e.get("seconds", 0) for e in read_events(run_dir) if e["event"] == "checkpoint"]
-    return max(saves) if saves else None
-
-
-def estimated_save_seconds(cfg: PretrainConfig) -> float:
-    """Before any save was measured: one checkpoint of the model's real parameter count (built
-    on the meta device, with the tokenizer's vocab) written at SAVE_BYTES_PER_S."""
-    from hpc_bert.data.tokenizer import load_tokenizer
-    from hpc_bert.model.bert import model_vocab_size, parameter_count
-    from hpc_bert.pretrain.checkpoint import checkpoint_bytes
-    vocab_size = cfg.model.vocab_size or model_vocab_size(cfg.model, len(load_tokenizer(cfg.model.tokenizer_name)))
-    return checkpoint_bytes(parameter_count(cfg.model, vocab_size)) / SAVE_BYTES_PER_S
-
-
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """Separate submit's own flags (and -h / --help) from pretraining flags (which go to the trainer)."""
     own = {f"--{n}" for n in leaf_fields(SubmitConfig)} | {f"--no_{n}" for n in leaf_fields(SubmitConfig)}
@@ -153,8 +123,8 @@ class Plan:
         return os.path.join(self.run_dir, SUBMITIT_DIR)
 
 
-def plan(argv: list[str]) -> Plan:
-    """Parse and check everything; nothing is submitted and nothing is written."""
+def _parse(argv: list[str]) -> tuple[SubmitConfig, PretrainConfig, list[str]]:
+    """Submit's own flags, and the pretraining config with the flags that go to the trainer."""
     mine, train_flags = split_argv(argv)
     sub, _ = parse_config(SubmitConfig, mine, prog="python -m hpc_bert.submit",
                           description="Pretraining with requeues, then the GLUE array, then the table. "
@@ -166,23 +136,33 @@ def plan(argv: list[str]) -> Plan:
     if sub.run_dir:
         train_argv += ["--output_dir", sub.run_dir]
     cfg, _ = parse_config(PretrainConfig, train_argv, prog="python -m hpc_bert.submit (pretraining flags)")
-    run_dir = cfg.checkpoint.output_dir
-    from hpc_bert.runlock import check_not_live
-    if os.path.isdir(run_dir):
-        check_not_live(run_dir)
+    return sub, cfg, train_argv
+
+
+def _check_run_dir_and_data(sub: SubmitConfig, cfg: PretrainConfig) -> None:
+    if os.path.isdir(cfg.checkpoint.output_dir):
+        check_not_live(cfg.checkpoint.output_dir)
     if not sub.dry_run and not sub.prepare and (not cfg.data.dataset_path or not os.path.exists(cfg.data.dataset_path)):
         raise UserError(f"--dataset_path {cfg.data.dataset_path} does not exist: prepare shards with "
                         "python -m hpc_bert.data prepare, or fix the path in the config")
-    glue_runs, checkpoints = [], []
-    if sub.glue:
-        from hpc_bert.glue import grid as glue_grid
-        grid = glue_grid.load_grid(sub.glue)
-        checkpoints = glue_grid.checkpoint_names(cfg.schedule.finetune_time_markers,
-                                                 cfg.schedule.finetune_checkpoint_at_end)
-        if not checkpoints:
-            raise UserError("--glue needs fine-tune checkpoints: set --finetune_time_markers and/or "
-                            "--finetune_checkpoint_at_end in the pretraining config")
-        glue_runs = glue_grid.expand(grid, glue_grid.resolve_checkpoints(grid, checkpoints, run_dir), run_dir)
+
+
+def _glue_plan(sub: SubmitConfig, cfg: PretrainConfig) -> tuple[list, list[str]]:
+    """(GLUE runs, fine-tune checkpoint names) of --glue; ([], []) without it."""
+    if not sub.glue:
+        return [], []
+    grid = glue_grid.load_grid(sub.glue)
+    checkpoints = glue_grid.checkpoint_names(cfg.schedule.finetune_time_markers,
+                                             cfg.schedule.finetune_checkpoint_at_end)
+    if not checkpoints:
+        raise UserError("--glue needs fine-tune checkpoints: set --finetune_time_markers and/or "
+                        "--finetune_checkpoint_at_end in the pretraining config")
+    run_dir = cfg.checkpoint.output_dir
+    return glue_grid.expand(grid, glue_grid.resolve_checkpoints(grid, checkpoints, run_dir), run_dir), checkpoints
+
+
+def _cluster_plan(sub: SubmitConfig) -> tuple[str, dict, dict]:
+    """(cluster, pretraining sbatch options, GLUE sbatch options), checked against the cluster."""
     cluster = sub.cluster
     if cluster == "auto":
         cluster = "slurm" if queue.slurm_available() else "local"
@@ -206,17 +186,17 @@ def plan(argv: list[str]) -> Plan:
             cluster_options.sbatch_test_only(slurm_options, sub.partition, "pretraining")
         if sub.glue and glue_options and glue_options != slurm_options:
             cluster_options.sbatch_test_only(glue_options, sub.partition, "GLUE")
-    # The time-limit signal must leave room for one checkpoint save, measured when we can.
-    save_s = 0.0 if sub.signal_delay_s else measured_save_seconds(run_dir)
-    delay = signal_delay_seconds(sub, cluster, save_s if save_s is not None else estimated_save_seconds(cfg))
-    needed = allocations_needed(sub.budget, sub.allocation_hours, delay, cluster)
-    if cluster == "local" and needed > LOCAL_MAX_ALLOCATIONS:
-        # the smallest allocation that fits: its signal lead is at most a tenth of it
-        hours = (sub.budget * 3600 / LOCAL_MAX_ALLOCATIONS + ALLOCATION_OVERHEAD_S["local"]) / 0.9 / 3600
-        raise UserError(f"--budget {sub.budget:g} h needs about {needed} allocations of {sub.allocation_hours:g} h, "
-                        f"but --cluster local runs at most {LOCAL_MAX_ALLOCATIONS}: pass --allocation_hours "
-                        f"{math.ceil(hours * 1000) / 1000:g} or more")
-    return Plan(sub, cfg, train_argv, run_dir, cluster, glue_runs, checkpoints, delay,
+    return cluster, slurm_options, glue_options
+
+
+def plan(argv: list[str]) -> Plan:
+    """Parse and check everything; nothing is submitted and nothing is written."""
+    sub, cfg, train_argv = _parse(argv)
+    _check_run_dir_and_data(sub, cfg)
+    glue_runs, checkpoints = _glue_plan(sub, cfg)
+    cluster, slurm_options, glue_options = _cluster_plan(sub)
+    delay, needed = allocation_plan(sub.budget, sub.allocation_hours, sub.signal_delay_s, cfg, cluster)
+    return Plan(sub, cfg, train_argv, cfg.checkpoint.output_dir, cluster, glue_runs, checkpoints, delay,
                 needed + sub.requeue_margin, slurm_options, glue_options)
 
 
@@ -283,7 +263,6 @@ def sbatch_text(executor, array_size: int | None = None) -> str:
 
 
 def _tasks(p: Plan):
-    from hpc_bert.launch.jobs import AggregateTask, GlueTask, PretrainJob
     workdir = os.getcwd()
     return (PretrainJob(p.train_argv, p.run_dir, p.max_requeues, workdir),
             GlueTask(p.sub.glue, p.run_dir, p.checkpoints, workdir), AggregateTask(p.run_dir, workdir))
@@ -293,7 +272,6 @@ def _tasks(p: Plan):
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a == "--cancel" or a.startswith("--cancel=") for a in argv):
-        from hpc_bert.launch.cancel import cancel_chain
         return cancel_chain(argv)
     p = plan(argv)
     print(f"hpc_bert: budget {p.sub.budget:g} h in allocations of {p.sub.allocation_hours:g} h on {p.cluster} "
@@ -305,7 +283,6 @@ def main(argv=None) -> int:
     os.makedirs(p.run_dir, exist_ok=True)
     data_job_id = None
     if p.sub.prepare:  # the data jobs first (local: they run now; SLURM: pretraining waits afterok)
-        from hpc_bert.data.cluster import prepare_for_submit, submit_prepare
         data_job_id = submit_prepare(prepare_for_submit(p.sub.prepare, p.cluster, p.cfg.data.dataset_path))["summary"]
     if p.cluster == "local":
         return run_local(p)
@@ -321,7 +298,6 @@ def run_slurm(p: Plan, data_job_id: str | None = None) -> int:
     record_chain(**chain, glue_tasks=0)
     print(f"hpc_bert: pretraining job {pre.job_id}", flush=True)
     if p.glue_runs:
-        from hpc_bert.glue.grid import rounds
         first, second, origins = rounds(p.glue_runs)
         glue_jobs = glue_executor(p, pre.job_id).map_array(glue, first)
         array_id = arrays = jobs["glue_array"] = glue_jobs[0].job_id.split("_")[0]
@@ -349,7 +325,6 @@ def dry_run(p: Plan) -> int:
     print("#### pretraining ####")
     print(sbatch_text(pretrain_executor(p)))
     if p.glue_runs:
-        from hpc_bert.glue.grid import rounds
         first, second, _ = rounds(p.glue_runs)
         print(f"#### GLUE array: {len(first)} tasks ####")
         print(sbatch_text(glue_executor(p, "<pretrain_job_id>"), array_size=len(first)))
@@ -363,7 +338,6 @@ def dry_run(p: Plan) -> int:
 
 def run_local(p: Plan) -> int:
     """The same chain on this machine: each stage waits for the one before (afterok / afterany)."""
-    from hpc_bert.launch.status import render
     pretrain, glue, aggregate = _tasks(p)
     pre = pretrain_executor(p).submit(pretrain)
     print(f"hpc_bert: pretraining (local job {pre.job_id}); log: {pre.paths.stdout}", flush=True)
@@ -375,7 +349,6 @@ def run_local(p: Plan) -> int:
     print(render(p.run_dir), flush=True)
     if not p.glue_runs:
         return 0
-    from hpc_bert.glue.grid import rounds
     first, second, _ = rounds(p.glue_runs)
     glue_ex = glue_executor(p, None)
     for i in first + second:  # round two after the runs it starts from
@@ -390,6 +363,3 @@ def run_local(p: Plan) -> int:
         print(open(table).read(), flush=True)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

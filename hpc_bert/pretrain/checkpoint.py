@@ -21,7 +21,6 @@ and re-split here (``_load_zero_resplit``).
 from __future__ import annotations
 
 import glob
-import json
 import os
 import pickle
 import random
@@ -36,46 +35,9 @@ from hpc_bert.pretrain import faults
 from hpc_bert.atomic import fsync_path, write_json_atomic
 from hpc_bert.pretrain.distributed import barrier
 from hpc_bert.errors import UserError
-from hpc_bert.layout import CHECKPOINT_META, CHECKPOINT_POINTER, CHECKPOINTS_DIR, FINETUNE_DIR, FINETUNE_META
-
-TAG_RE = re.compile(r"^step_(\d{9})$")
-
-
-def checkpoints_dir(run_dir: str) -> str:
-    return os.path.join(run_dir, CHECKPOINTS_DIR)
-
-
-def tag_for(step: int) -> str:
-    return f"step_{step:09d}"
-
-
-def complete_checkpoints(run_dir: str) -> list[str]:
-    """Tags of complete checkpoints, oldest first."""
-    root = checkpoints_dir(run_dir)
-    if not os.path.isdir(root):
-        return []
-    tags = [t for t in os.listdir(root) if TAG_RE.match(t) and os.path.isfile(os.path.join(root, t, CHECKPOINT_META))]
-    return sorted(tags)
-
-
-def read_meta(run_dir: str, tag: str) -> dict:
-    with open(os.path.join(checkpoints_dir(run_dir), tag, CHECKPOINT_META)) as fh:
-        return json.load(fh)
-
-
-def find_latest(run_dir: str) -> dict | None:
-    """Meta of the newest complete checkpoint (the pointer's, else the highest step)."""
-    tags = complete_checkpoints(run_dir)
-    if not tags:
-        return None
-    try:
-        with open(os.path.join(checkpoints_dir(run_dir), CHECKPOINT_POINTER)) as fh:
-            tag = json.load(fh)["tag"]
-        if tag in tags and tag == tags[-1]:
-            return read_meta(run_dir, tag)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # a missing or damaged pointer falls back to scanning
-    return read_meta(run_dir, tags[-1])
+from hpc_bert.layout import CHECKPOINT_META, CHECKPOINT_POINTER, FINETUNE_DIR, FINETUNE_META
+from hpc_bert.pretrain.checkpoint_index import (TAG_RE, checkpoints_dir, complete_checkpoints,  # noqa: F401
+                                                find_latest, read_meta, tag_for)
 
 
 def _fsync_tree(path: str) -> None:

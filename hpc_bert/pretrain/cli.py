@@ -28,7 +28,3 @@ def main(argv=None) -> int:
         return 0
     from hpc_bert.pretrain.loop import run_training  # heavy imports only when training
     return run_training(cfg)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

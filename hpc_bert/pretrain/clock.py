@@ -54,10 +54,6 @@ class BudgetClock:
     def simulated(self) -> bool:
         return self.simulated_step_seconds is not None
 
-    @property
-    def started(self) -> bool:
-        return self._t0 is not None
-
     def start(self) -> None:
         if self._t0 is None:
             self._t0 = self._now()
@@ -103,13 +99,6 @@ class BudgetClock:
             name, since = self._phase_stack[-1]
             out[name] += self._now() - since
         return out
-
-
-def resolve_deadline(allocation_end_unix: float | None, safety_margin_s: float) -> float | None:
-    """Unix time at which to stop proactively, or None when the allocation end is unknown."""
-    if allocation_end_unix is None:
-        return None
-    return allocation_end_unix - safety_margin_s
 
 
 @dataclass

@@ -11,7 +11,8 @@ import os
 import sys
 import time
 
-from hpc_bert.layout import METRICS_NAME, TENSORBOARD_DIR
+from hpc_bert.layout import METRICS_NAME, TENSORBOARD_DIR, read_events  # noqa: F401  (readers import it here too)
+from hpc_bert.pretrain.wandb_run import WandbRun
 
 
 class EventLog:
@@ -35,7 +36,6 @@ class EventLog:
             except ImportError:  # tensorboard is optional at run time
                 self._tb = None
         if wandb is not None:
-            from hpc_bert.pretrain.wandb_run import WandbRun
             self._wandb = WandbRun(run_dir, **wandb)
         if progress_bar and sys.stderr.isatty():
             from tqdm import tqdm
@@ -79,19 +79,3 @@ class EventLog:
             self._tb.close()
         if self._fh is not None:
             self._fh.close()
-
-
-def read_events(run_dir: str) -> list[dict]:
-    path = os.path.join(run_dir, METRICS_NAME)
-    if not os.path.exists(path):
-        return []
-    out = []
-    with open(path) as fh:
-        for line in fh:
-            line = line.strip()
-            if line:
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    continue  # a line torn by a crash
-    return out

@@ -21,7 +21,8 @@ import time
 import numpy as np
 import torch
 
-from hpc_bert.data.loader import sample_ids_digest
+from hpc_bert.data.loader import PretrainingDataLoader, check_dataset, sample_ids_digest
+from hpc_bert.data.tokenizer import load_tokenizer
 from hpc_bert.pretrain import faults
 from hpc_bert.pretrain import schedule
 from hpc_bert.pretrain.checkpoint import (find_latest, load_training_checkpoint, rng_state,
@@ -105,9 +106,6 @@ def validate(engine, batches: list[dict], device: str, epoch: int) -> float:
 
 
 def run_training(cfg) -> int:
-    from hpc_bert.data.loader import PretrainingDataLoader, check_dataset
-    from hpc_bert.data.tokenizer import load_tokenizer
-
     s, run_dir = cfg.schedule, cfg.checkpoint.output_dir
     if not cfg.data.dataset_path:
         raise UserError("--dataset_path is not set: point it at a folder of HDF5 shards "
@@ -207,9 +205,14 @@ class _Allocation:
         if rank == 0:
             ledger.begin_allocation(resumed_elapsed_s=self.elapsed0, step=self.state.step, startup_s=startup_s,
                                     world_size=world)
-        log(rank, f"model {n_params / 1e6:.2f}M params ({cfg.model.encoder_ln_mode}, {cfg.model.num_hidden_layers}x"
-                  f"{cfg.model.hidden_size}, vocab {vocab_size}); world size {world} on {device}; batch "
-                  f"{cfg.optim.train_batch_size} = {micro} micro x {accum} accum x "
+        self._announce(meta, startup_s)
+
+    def _announce(self, meta: dict | None, startup_s: float) -> None:
+        """The allocation's first log line and its allocation_start event."""
+        cfg, s, rank, world, ledger = self.cfg, self.cfg.schedule, self.rank, self.world, self.ledger
+        log(rank, f"model {self.n_params / 1e6:.2f}M params ({cfg.model.encoder_ln_mode}, {cfg.model.num_hidden_layers}x"
+                  f"{cfg.model.hidden_size}, vocab {self.vocab_size}); world size {world} on {self.device}; batch "
+                  f"{cfg.optim.train_batch_size} = {cfg.optim.train_micro_batch_size_per_gpu} micro x {self.accum} accum x "
                   f"{world} ranks; budget {s.total_training_time:g} h ({s.budget_s:.0f} s, {s.clock} clock); "
                   + (f"resumed {meta['tag']} at {self.elapsed0:.1f} s ({self.elapsed0 / s.budget_s:.1%}), saved "
                      f"on {meta['world_size']} ranks" if meta else "fresh start")

@@ -14,6 +14,8 @@ import math
 import sys
 from typing import Iterable, Sequence
 
+from hpc_bert.config.flags import parse_config
+from hpc_bert.config.pretrain import PretrainConfig
 from hpc_bert.errors import ConfigError, exit_on_user_error
 from hpc_bert.end_reason import EndReason
 
@@ -144,8 +146,6 @@ def schedule_table(cfg, points: int) -> list[dict]:
 
 @exit_on_user_error
 def main(argv=None) -> int:
-    from hpc_bert.config.flags import parse_config
-    from hpc_bert.config.pretrain import PretrainConfig
     cfg, extra = parse_config(PretrainConfig, argv, prog="python -m hpc_bert.schedule",
                               description="print the time-driven schedule as a table",
                               extra=[("--points", {"type": int, "default": 11, "help": "rows"})])
@@ -159,6 +159,3 @@ def main(argv=None) -> int:
         print(f"note: {note}", file=sys.stderr)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

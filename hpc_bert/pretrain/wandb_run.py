@@ -18,7 +18,7 @@ import sys
 from urllib.parse import urlparse
 
 from hpc_bert.atomic import read_json, write_json_atomic
-from hpc_bert.layout import WANDB_RUN_FILE
+from hpc_bert.layout import WANDB_RUN_FILE, read_events
 
 # Event fields that are bookkeeping, not metrics.
 _NOT_METRICS = {"event", "step", "elapsed_s", "wall", "progress"}
@@ -159,7 +159,6 @@ def log_glue_table(run_dir: str, csv_path: str) -> bool:
         except ValueError:
             return cell
 
-    from hpc_bert.pretrain.events import read_events
     events = read_events(run_dir)
     run = WandbRun(run_dir, record["project"], record["name"], record.get("entity"), job_type="glue")
     # at the last pretraining step, so the table sits at the end of the run's step axis

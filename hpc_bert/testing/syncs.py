@@ -14,6 +14,8 @@ import collections
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from hpc_bert.pretrain import distributed
+
 _SYNC_OPS = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.masked_select.default",
              "aten.is_nonzero.default"}
 
@@ -41,7 +43,6 @@ class HostSyncCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
     def __enter__(self):
-        from hpc_bert.pretrain import distributed
         self._tolist, self._all_reduce = torch.Tensor.tolist, distributed.all_reduce
         counter = self
 
@@ -57,7 +58,6 @@ class HostSyncCounter(TorchDispatchMode):
         return super().__enter__()
 
     def __exit__(self, *exc):
-        from hpc_bert.pretrain import distributed
         torch.Tensor.tolist, distributed.all_reduce = self._tolist, self._all_reduce
         return super().__exit__(*exc)
 
