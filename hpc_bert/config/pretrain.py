@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from hpc_bert.config.flags import check_choices, field
 from hpc_bert.errors import ConfigError
 
-CURVES = ("linear", "exp", "cosine", "constant")
+CURVES = ("linear", "exp", "cosine", "constant", "wsd")
+DECAY_SHAPES = ("linear", "cosine", "sqrt")
 LR_SCHEDULES = ("time", "step", "constant_step")
 REPORT_TO = ("tensorboard", "wandb", "none")
 
@@ -113,8 +114,11 @@ class ScheduleConfig:
     total_training_time: float = field(24.0, help="training budget in hours")
     early_exit_time_marker: float | None = field(None, help="stop at this many hours; schedule keeps the full budget")
     lr_schedule: str = field("time", choices=LR_SCHEDULES)
-    curve: str = field("linear", choices=CURVES)
+    curve: str = field("linear", choices=CURVES, help="LR decay after warmup; wsd = warmup-stable-decay, whose "
+                                                      "budget can change later (docs/budget-changes.md)")
     warmup_proportion: float = field(0.06, help="fraction of the budget spent warming up")
+    decay_proportion: float = field(0.2, help="--curve wsd: the decay takes this last fraction of the budget")
+    decay_shape: str = field("linear", choices=DECAY_SHAPES, help="--curve wsd: the decay's shape (sqrt: 1 - sqrt)")
     max_steps: int | None = field(None, help="step count for --lr_schedule step|constant_step")
     clock: str = field("wall", choices=("wall", "simulated"))
     simulated_step_seconds: float = field(1.0, help="elapsed seconds per optimizer step under --clock simulated")
@@ -138,6 +142,13 @@ class ScheduleConfig:
                                   "(or use --lr_schedule time)")
             _positive("max_steps", self.max_steps)
         _positive("simulated_step_seconds", self.simulated_step_seconds)
+        _fraction("decay_proportion", self.decay_proportion, True, True, "a fraction of the budget, e.g. 0.2")
+        if self.curve == "wsd":
+            if self.lr_schedule != "time":
+                raise ConfigError(f"--curve wsd is a schedule in time: drop --lr_schedule {self.lr_schedule}")
+            if self.warmup_proportion + self.decay_proportion > 1:
+                raise ConfigError(f"--warmup_proportion {self.warmup_proportion} + --decay_proportion "
+                                  f"{self.decay_proportion} exceed the budget: make them sum to at most 1")
         for m in self.finetune_time_markers:
             if not 0 < m <= 1:
                 raise ConfigError(f"--finetune_time_markers has {m}, outside (0, 1]: markers are "
@@ -190,7 +201,9 @@ class CheckpointConfig:
     num_epochs_between_checkpoints: int = field(10000, help="save a training checkpoint every N epochs")
     checkpoint_every_minutes: float = field(30.0, help="save a training checkpoint every N minutes of training")
     keep_checkpoints: int = field(2, help="keep the last k training checkpoints")
-    allow_budget_change: bool = field(False, help="resume with a different --total_training_time")
+    allow_budget_change: bool = field(False, help="resume a run whose curve is not wsd under another "
+                                      "--total_training_time: the LR jumps to the new schedule's value at once "
+                                      "(recorded in the ledger); --curve wsd runs change budget without it")
 
     def __post_init__(self):
         _positive("num_epochs_between_checkpoints", self.num_epochs_between_checkpoints)

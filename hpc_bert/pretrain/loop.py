@@ -23,10 +23,11 @@ import torch
 
 from hpc_bert.data.loader import sample_ids_digest
 from hpc_bert.pretrain import faults
-from hpc_bert.pretrain import schedule
+from hpc_bert.pretrain import budget_change, schedule
 from hpc_bert.pretrain.checkpoint import (find_latest, load_training_checkpoint, rng_state,
                                  save_finetune_checkpoint, save_training_checkpoint, set_rng_state,
-                                 finetune_checkpoint_exists, check_free_space, checkpoint_bytes)
+                                 finetune_checkpoint_exists, check_free_space, checkpoint_bytes,
+                                 complete_checkpoints, read_meta)
 from hpc_bert.pretrain.clock import BudgetClock, Ledger
 from hpc_bert.pretrain.elastic import accumulation_steps, fresh_rng_state
 from hpc_bert.pretrain.engine import accumulate, deepspeed_config, initialize_engine
@@ -75,10 +76,6 @@ def check_resume_compatible(meta: dict, cfg, vocab_size: int, world_size: int) -
     if meta["vocab_size"] != vocab_size:
         raise UserError(f"cannot resume {where}: vocab size {meta['vocab_size']} -> {vocab_size}: use the "
                         "original --tokenizer_name or a new --output_dir")
-    if abs(meta["budget_s"] - cfg.schedule.budget_s) > 1e-6 and not cfg.checkpoint.allow_budget_change:
-        raise UserError(f"cannot resume {where}: budget {meta['budget_s'] / 3600:g} h -> "
-                        f"{cfg.schedule.total_training_time:g} h changes the schedule: pass the original "
-                        "--total_training_time, or add --allow_budget_change to continue under the new one")
     saved_batch = meta.get("config", {}).get("train_batch_size", cfg.optim.train_batch_size)
     if saved_batch != cfg.optim.train_batch_size:  # the world size may change; the global batch may not
         raise UserError(f"cannot resume {where}: --train_batch_size {saved_batch} -> {cfg.optim.train_batch_size} "
@@ -131,15 +128,19 @@ def run_training(cfg) -> int:
     lock = RunLock(run_dir).acquire() if rank == 0 else None
     try:
         ledger = Ledger.load(run_dir) if rank == 0 else None
-        meta = find_latest(run_dir)
+        meta, resume = find_latest(run_dir), None
         if meta is not None:
             check_resume_compatible(meta, cfg, vocab_size, world)
+            # the budget may have changed: which checkpoint, which LR plan (or a one-line refusal)
+            metas = [read_meta(run_dir, t) for t in complete_checkpoints(run_dir)]
+            resume = budget_change.decide(meta, metas, cfg)
+            meta = resume.meta
         if meta is not None and meta["elapsed_s"] >= s.stop_s:
             log(rank, f"{run_dir}: training already finished ({meta['elapsed_s']:.1f} s of {s.stop_s:.1f} s); nothing to do")
             return 0
         if lock is not None and lock.took_over:
             log(rank, f"took over the stale lock of pid {lock.took_over.get('pid')} on {lock.took_over.get('host')}")
-        return _Allocation(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, PretrainingDataLoader,
+        return _Allocation(cfg, denv, tokenizer, vocab_size, accum, resume, ledger, PretrainingDataLoader,
                            info).run()
     finally:  # every exit path, errors included, ends the process group (see shutdown)
         shutdown()
@@ -154,8 +155,11 @@ class _Allocation:
     is one method, so ``run`` reads agree -> decide -> act from top to bottom.
     """
 
-    def __init__(self, cfg, denv, tokenizer, vocab_size, accum, meta, ledger, loader_cls, info):
+    def __init__(self, cfg, denv, tokenizer, vocab_size, accum, resume, ledger, loader_cls, info):
         s, v, run_dir = cfg.schedule, cfg.validation, cfg.checkpoint.output_dir
+        meta = resume.meta if resume else None
+        # --curve wsd: the LR plan in seconds (from the checkpoint, or moved by a budget change)
+        self.wsd = resume.plan if resume else (schedule.wsd_plan(s) if s.curve == "wsd" else None)
         self.cfg, self.tokenizer, self.vocab_size, self.accum, self.run_dir = cfg, tokenizer, vocab_size, accum, run_dir
         rank, world = self.rank, self.world = denv.rank, denv.world_size
         device = self.device = init_distributed(denv)
@@ -189,6 +193,7 @@ class _Allocation:
             else:
                 set_rng_state(rank_state["rng"])
             self.state = TrainState(**meta["train_state"])
+            self.apply_budget_change(resume)
         # ---- the clock starts at the first step; everything before is startup ----------------
         self.elapsed0 = meta["elapsed_s"] if meta else 0.0
         self.clock = BudgetClock(s.budget_s, self.elapsed0, s.simulated_step_seconds if s.clock == "simulated" else None)
@@ -205,8 +210,13 @@ class _Allocation:
         self.ledger = ledger
         startup_s = time.time() - PROCESS_START
         if rank == 0:
+            if self.wsd is not None and ledger.warmup_s is None:
+                ledger.warmup_s = self.wsd.warmup_s
+            if resume and resume.change:
+                ledger.record_budget_change(resume.change)
             ledger.begin_allocation(resumed_elapsed_s=self.elapsed0, step=self.state.step, startup_s=startup_s,
-                                    world_size=world)
+                                    world_size=world, newest_elapsed_s=resume.change.get("spent_s")
+                                    if resume and resume.change else None)
         log(rank, f"model {n_params / 1e6:.2f}M params ({cfg.model.encoder_ln_mode}, {cfg.model.num_hidden_layers}x"
                   f"{cfg.model.hidden_size}, vocab {vocab_size}); world size {world} on {device}; batch "
                   f"{cfg.optim.train_batch_size} = {micro} micro x {accum} accum x "
@@ -234,7 +244,7 @@ class _Allocation:
                 self.step_s = time.monotonic() - t_step  # the agreement waited for the step to finish
             agreed = Agreed(StopCode(code), elapsed, nonfinite, epochs_ended)
             # decide: a pure function of the agreed values, the config and the state
-            d = decide(agreed, self.cfg, state)
+            d = decide(agreed, self.cfg, state, self.wsd)
             # act
             if d.stop is EndReason.ERROR:
                 self.diverged(loss_sum)
@@ -249,7 +259,7 @@ class _Allocation:
             if d.stop and not d.stop.finished:  # W&B: mark the run preempting before the save
                 self.events.stopping(state.step, elapsed, d.stop, d.cause)
             if d.checkpoint:
-                self.save_checkpoint(d.checkpoint, elapsed)
+                self.save_checkpoint(d.checkpoint, elapsed, d.decay_start)
             if d.stop:
                 break
             t_step = time.monotonic()
@@ -267,7 +277,7 @@ class _Allocation:
         """One optimizer step (accum micro batches). No host sync: the loss stays on the device."""
         s, state = self.cfg.schedule, self.state
         self.lr = schedule.learning_rate(self.cfg.optim.lr, s.lr_schedule, s.curve, s.warmup_proportion, elapsed,
-                                         s.budget_s, state.step, s.max_steps)
+                                         s.budget_s, state.step, s.max_steps, self.wsd)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         loss_sum, epochs_ended, self.step_ids = accumulate(self.engine, batches, self.accum, self.device)
@@ -276,6 +286,23 @@ class _Allocation:
         state.samples_seen += self.cfg.optim.train_batch_size
         state.epochs_done += epochs_ended
         return loss_sum, epochs_ended
+
+    def apply_budget_change(self, resume) -> None:
+        """After loading: the resumed state under a new budget's plan; rank 0 sets aside what the change
+        retires (the abandoned decay's checkpoints, the old budget's fine-tune checkpoints)."""
+        if resume.change is None or resume.change["kind"] == "lr_jump":
+            return
+        self.state.markers_done = []  # the markers are fractions of the new budget; the old ones are renamed
+        if resume.decay_started:  # the decay begins at the resumed checkpoint, which is pinned
+            self.state.decay_start_s = self.wsd.decay_start_s
+        barrier()  # every rank has loaded before rank 0 moves anything
+        if self.rank == 0:
+            budget_change.set_aside(self.run_dir, resume)
+            c = resume.change
+            log(0, f"budget {c['old_budget_s'] / 3600:.4g} h -> {c['new_budget_s'] / 3600:.4g} h ({c['kind']}): "
+                   f"resuming {c['from_tag']}; decay {self.wsd.decay_start_s:.0f} s -> {self.wsd.end_s:.0f} s from "
+                   f"{self.wsd.decay_from:.3g} x peak LR")
+        barrier()
 
     # ---- actions -----------------------------------------------------------------------------
     def print_step(self, loss_sum: torch.Tensor, elapsed: float) -> None:
@@ -312,20 +339,27 @@ class _Allocation:
     def snapshot_meta(self) -> dict:
         cfg, state = self.cfg, self.state
         return {"step": state.step, "train_state": dataclasses.asdict(state), "budget_s": cfg.schedule.budget_s,
+                **({"wsd": self.wsd.to_dict()} if self.wsd else {}),
                 "world_size": self.world, "vocab_size": self.vocab_size, "config": flat_dict(cfg),
                 "model_shape": {f: getattr(cfg.model, f) for f in SHAPE_FIELDS}}
 
-    def save_checkpoint(self, why: str, agreed_elapsed: float) -> None:
+    def save_checkpoint(self, why: str, agreed_elapsed: float, decay_start: bool = False) -> None:
         state, clock = self.state, self.clock
         t0 = time.monotonic()
         with clock.phase("checkpoint"):
             state.last_checkpoint_elapsed_s, state.last_checkpoint_epoch = agreed_elapsed, state.epochs_done
-            tag = save_training_checkpoint(self.engine, self.run_dir, self.rank, state.step, self.snapshot_meta(),
+            if decay_start:  # the state of any longer run here: kept by the rotation, found by an extension
+                state.decay_start_s = self.wsd.decay_start_s
+            meta = {**self.snapshot_meta(), **({"pinned": budget_change.PINNED} if decay_start else {})}
+            tag = save_training_checkpoint(self.engine, self.run_dir, self.rank, state.step, meta,
                                            {"rng": rng_state(), "loader": self.loader.state_dict()},
                                            self.cfg.checkpoint.keep_checkpoints, clock.elapsed)
         self.save_s = time.monotonic() - t0
         self.events.emit("checkpoint", state.step, clock.elapsed(), tag=tag, reason=why, seconds=round(self.save_s, 3))
         if self.rank == 0:
+            if decay_start:
+                self.ledger.decay_start_checkpoints.append({"tag": tag, "step": state.step, "elapsed_s": agreed_elapsed,
+                                                            "budget_s": self.cfg.schedule.budget_s})
             self.ledger.heartbeat(clock, state.step, saved=True)
 
     def save_hf(self, name: str, extra: dict) -> None:

@@ -27,6 +27,7 @@ class TrainState:
     last_checkpoint_elapsed_s: float = 0.0
     last_checkpoint_epoch: int = 0
     last_val_loss: float | None = None
+    decay_start_s: float | None = None  # --curve wsd: the decay start whose checkpoint is saved (or not needed)
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,10 @@ class Decision:
     checkpoint: str | None = None      # why a training checkpoint is saved now ("periodic" or the stop reason)
     stop: EndReason | None = None      # why the allocation ends now, or None to keep training
     cause: str = ""                    # what triggered the stop, for the log
+    decay_start: bool = False          # --curve wsd: the decay begins; the checkpoint is pinned
 
 
-def decide(agreed: Agreed, cfg, state: TrainState) -> Decision:
+def decide(agreed: Agreed, cfg, state: TrainState, wsd: schedule.WsdPlan | None = None) -> Decision:
     """What is due now. Order of precedence:
 
     1. A non-finite loss stops with ``error`` and nothing else happens: no validation, no
@@ -81,13 +83,17 @@ def decide(agreed: Agreed, cfg, state: TrainState) -> Decision:
     if stop is None and agreed.stop_code != StopCode.NONE:
         code = StopCode(agreed.stop_code)
         stop, cause = code.reason, code.cause
+    decay_start = wsd is not None and elapsed >= wsd.decay_start_s and state.decay_start_s != wsd.decay_start_s
     if stop is not None:
         checkpoint = stop
+    elif decay_start:
+        checkpoint = "decay_start"
     elif periodic_checkpoint_due(cfg.checkpoint, state, elapsed):
         checkpoint = "periodic"
     else:
         checkpoint = None
-    return Decision(validate=validate, markers=markers, checkpoint=checkpoint, stop=stop, cause=cause)
+    return Decision(validate=validate, markers=markers, checkpoint=checkpoint, stop=stop, cause=cause,
+                    decay_start=decay_start)
 
 
 def periodic_checkpoint_due(ck, state: TrainState, elapsed_s: float) -> bool:
