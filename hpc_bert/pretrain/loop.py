@@ -196,6 +196,7 @@ class _Allocation:
             self.apply_budget_change(resume)
         # ---- the clock starts at the first step; everything before is startup ----------------
         self.elapsed0 = meta["elapsed_s"] if meta else 0.0
+        self.lr = self.lr_at(self.elapsed0)  # what a marker due at the first boundary reports
         self.clock = BudgetClock(s.budget_s, self.elapsed0, s.simulated_step_seconds if s.clock == "simulated" else None)
         rt = cfg.runtime
         wandb_run = (dict(project=cfg.checkpoint.project_name, name=cfg.checkpoint.job_name, entity=rt.wandb_entity,
@@ -273,11 +274,15 @@ class _Allocation:
             time.time() + max(10.0, 2.0 * self.save_s + 3.0 * self.step_s) >= self.deadline_end
         return max(self.stop.code, StopCode.DEADLINE if near_deadline else StopCode.NONE)
 
+    def lr_at(self, elapsed: float) -> float:
+        s = self.cfg.schedule
+        return schedule.learning_rate(self.cfg.optim.lr, s.lr_schedule, s.curve, s.warmup_proportion, elapsed,
+                                      s.budget_s, self.state.step, s.max_steps, self.wsd)
+
     def optimizer_step(self, batches, elapsed: float) -> tuple[torch.Tensor, int]:
         """One optimizer step (accum micro batches). No host sync: the loss stays on the device."""
-        s, state = self.cfg.schedule, self.state
-        self.lr = schedule.learning_rate(self.cfg.optim.lr, s.lr_schedule, s.curve, s.warmup_proportion, elapsed,
-                                         s.budget_s, state.step, s.max_steps, self.wsd)
+        state = self.state
+        self.lr = self.lr_at(elapsed)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         loss_sum, epochs_ended, self.step_ids = accumulate(self.engine, batches, self.accum, self.device)
