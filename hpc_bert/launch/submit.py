@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from hpc_bert.config.flags import check_choices, field, leaf_fields, parse_config
 from hpc_bert.config.pretrain import PretrainConfig
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
-from hpc_bert.launch import cluster_options
-from hpc_bert.launch import queue
+from hpc_bert.launch import cluster_options, queue, resubmit
 from hpc_bert.launch.queue import record_chain
 from hpc_bert.layout import GLUE_TABLE_MD, SUBMITIT_DIR
 
@@ -147,6 +146,7 @@ class Plan:
     max_requeues: int
     slurm_options: dict
     glue_slurm_options: dict
+    budget_change: str | None = None  # what a new budget does to a run dir that already trained
 
     @property
     def folder(self) -> str:
@@ -170,6 +170,7 @@ def plan(argv: list[str]) -> Plan:
     from hpc_bert.runlock import check_not_live
     if os.path.isdir(run_dir):
         check_not_live(run_dir)
+    change = resubmit.check_budget_change(cfg) if os.path.isdir(run_dir) else None  # a refusal: one line, here
     if not sub.dry_run and not sub.prepare and (not cfg.data.dataset_path or not os.path.exists(cfg.data.dataset_path)):
         raise UserError(f"--dataset_path {cfg.data.dataset_path} does not exist: prepare shards with "
                         "python -m hpc_bert.data prepare, or fix the path in the config")
@@ -217,7 +218,7 @@ def plan(argv: list[str]) -> Plan:
                         f"but --cluster local runs at most {LOCAL_MAX_ALLOCATIONS}: pass --allocation_hours "
                         f"{math.ceil(hours * 1000) / 1000:g} or more")
     return Plan(sub, cfg, train_argv, run_dir, cluster, glue_runs, checkpoints, delay,
-                needed + sub.requeue_margin, slurm_options, glue_options)
+                needed + sub.requeue_margin, slurm_options, glue_options, change)
 
 
 # ---- the executor chain: pretraining -> GLUE array (afterok) -> aggregation (afterany) ----
@@ -283,9 +284,10 @@ def sbatch_text(executor, array_size: int | None = None) -> str:
 
 
 def _tasks(p: Plan):
-    from hpc_bert.launch.jobs import AggregateTask, GlueTask, PretrainJob
+    from hpc_bert.launch.jobs import AggregateTask, GlueTask, PretrainJob, allocations_recorded
     workdir = os.getcwd()
-    return (PretrainJob(p.train_argv, p.run_dir, p.max_requeues, workdir),
+    # the requeue limit counts this submission's allocations, not those of earlier chains on the run dir
+    return (PretrainJob(p.train_argv, p.run_dir, p.max_requeues, workdir, allocations_recorded(p.run_dir)),
             GlueTask(p.sub.glue, p.run_dir, p.checkpoints, workdir), AggregateTask(p.run_dir, workdir))
 
 
@@ -295,6 +297,7 @@ def main(argv=None) -> int:
     if any(a == "--cancel" or a.startswith("--cancel=") for a in argv):
         from hpc_bert.launch.cancel import cancel_chain
         return cancel_chain(argv)
+    argv = resubmit.with_saved_args(argv)  # --run_dir R --budget H: the chain's saved flags, H winning
     p = plan(argv)
     print(f"hpc_bert: budget {p.sub.budget:g} h in allocations of {p.sub.allocation_hours:g} h on {p.cluster} "
           f"(up to {p.max_requeues} requeues, signal {p.signal_delay_s} s before the limit); run dir {p.run_dir}"
@@ -303,6 +306,7 @@ def main(argv=None) -> int:
     if p.sub.dry_run:
         return dry_run(p)
     os.makedirs(p.run_dir, exist_ok=True)
+    resubmit.save_args(p.run_dir, argv)
     data_job_id = None
     if p.sub.prepare:  # the data jobs first (local: they run now; SLURM: pretraining waits afterok)
         from hpc_bert.data.cluster import prepare_for_submit, submit_prepare
