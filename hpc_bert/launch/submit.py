@@ -301,8 +301,8 @@ def main(argv=None) -> int:
     p = plan(argv)
     print(f"hpc_bert: budget {p.sub.budget:g} h in allocations of {p.sub.allocation_hours:g} h on {p.cluster} "
           f"(up to {p.max_requeues} requeues, signal {p.signal_delay_s} s before the limit); run dir {p.run_dir}"
-          + (f"; GLUE: {len(p.glue_runs)} fine-tuning runs over {', '.join(p.checkpoints)}" if p.glue_runs else ""),
-          flush=True)
+          + (f"; GLUE: {len(p.glue_runs)} fine-tuning runs over {', '.join(p.checkpoints)}" if p.glue_runs else "")
+          + (f"\nhpc_bert: {p.budget_change}" if p.budget_change else ""), flush=True)
     if p.sub.dry_run:
         return dry_run(p)
     os.makedirs(p.run_dir, exist_ok=True)
