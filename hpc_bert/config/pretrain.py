@@ -28,6 +28,20 @@ def _positive(name: str, value: float | int | None, allow_zero: bool = False) ->
         raise ConfigError(f"--{name} must be {bound}, got {value}: pass e.g. --{name} 1")
 
 
+def check_hours(name: str, value: float) -> None:
+    """A budget in hours (--total_training_time, submit's --budget): positive and finite."""
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"--{name} must be a positive number of hours, got {value}: pass e.g. --{name} 24")
+
+
+def check_batch_divisible(train_batch_size: int, micro_batch_size: int) -> None:
+    """The global batch splits into whole micro batches (per rank: see pretrain/elastic.py)."""
+    if train_batch_size % micro_batch_size:
+        raise ConfigError(f"--train_batch_size {train_batch_size} is not a multiple of "
+                          f"--train_micro_batch_size_per_gpu {micro_batch_size}: "
+                          "make the global batch a multiple of the micro batch")
+
+
 def _fraction(name: str, value: float, low_open: bool, high_open: bool, hint: str) -> None:
     low_ok = value > 0 if low_open else value >= 0
     high_ok = value < 1 if high_open else value <= 1
@@ -102,11 +116,7 @@ class OptimConfig:
             _fraction(name, getattr(self, name), False, True, "betas lie in [0, 1)")
         _positive("train_batch_size", self.train_batch_size)
         _positive("train_micro_batch_size_per_gpu", self.train_micro_batch_size_per_gpu)
-        if self.train_batch_size % self.train_micro_batch_size_per_gpu:
-            raise ConfigError(
-                f"--train_batch_size {self.train_batch_size} is not a multiple of "
-                f"--train_micro_batch_size_per_gpu {self.train_micro_batch_size_per_gpu}: "
-                "make the global batch a multiple of the micro batch")
+        check_batch_divisible(self.train_batch_size, self.train_micro_batch_size_per_gpu)
 
 
 @dataclass
@@ -128,9 +138,7 @@ class ScheduleConfig:
 
     def __post_init__(self):
         check_choices(self)
-        if not (self.total_training_time > 0 and math.isfinite(self.total_training_time)):
-            raise ConfigError(f"--total_training_time must be a positive number of hours, got "
-                              f"{self.total_training_time}: pass e.g. --total_training_time 24")
+        check_hours("total_training_time", self.total_training_time)
         if self.early_exit_time_marker is not None and not self.early_exit_time_marker > 0:
             raise ConfigError(f"--early_exit_time_marker must be > 0 hours, got {self.early_exit_time_marker}: "
                               "leave it unset to train the whole budget")
@@ -162,11 +170,14 @@ class ScheduleConfig:
         return self.total_training_time * 3600.0
 
     @property
+    def early_exit_s(self) -> float | None:
+        """--early_exit_time_marker in elapsed seconds, None when unset."""
+        return None if self.early_exit_time_marker is None else self.early_exit_time_marker * 3600.0
+
+    @property
     def stop_s(self) -> float:
         """Elapsed seconds at which training ends (early exit or the budget)."""
-        if self.early_exit_time_marker is None:
-            return self.budget_s
-        return min(self.budget_s, self.early_exit_time_marker * 3600.0)
+        return self.budget_s if self.early_exit_s is None else min(self.budget_s, self.early_exit_s)
 
 
 @dataclass

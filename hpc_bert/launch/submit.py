@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 
 from hpc_bert.config.flags import check_choices, field, leaf_fields, parse_config
-from hpc_bert.config.pretrain import PretrainConfig
+from hpc_bert.config.pretrain import PretrainConfig, check_hours
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
 from hpc_bert.launch import cluster_options, queue, resubmit
 from hpc_bert.launch.queue import record_chain
@@ -71,8 +71,7 @@ class SubmitConfig:
 
     def __post_init__(self):
         check_choices(self)
-        if not (self.budget > 0 and math.isfinite(self.budget)):
-            raise ConfigError(f"--budget must be a positive number of hours, got {self.budget}: pass e.g. --budget 24")
+        check_hours("budget", self.budget)
         if not self.allocation_hours > 0:
             raise ConfigError(f"--allocation_hours must be > 0, got {self.allocation_hours}")
         for name in ("nodes", "cpus_per_task", "glue_parallelism"):

@@ -63,8 +63,8 @@ def decide(newest: dict, checkpoints: list[dict], cfg) -> Resume:
         return Resume(newest, plan, {**record, "kind": "lr_jump", "from_tag": where, "from_elapsed_s": elapsed})
     if new_b <= elapsed:
         raise UserError(f"cannot change the budget of {cfg.checkpoint.output_dir} to {_hours(new_b)}: "
-                        f"{_hours(elapsed)} ({elapsed:.0f} s) of training was already spent: pass a --total_training_time above "
-                        f"{elapsed / 3600:.4g}")
+                        f"{_hours(elapsed)} ({elapsed:.0f} s) of training was already spent: pass a "
+                        f"--total_training_time above {elapsed / 3600:.4g}")
     new_decay_s = new_b * (1.0 - s.decay_proportion)
     in_stable = newest.get("pinned") == PINNED or elapsed < stored.decay_start_s
     pinned = [m for m in checkpoints if m.get("pinned") == PINNED and m["elapsed_s"] <= elapsed]

@@ -35,6 +35,17 @@ LEDGER_VERSION = 1
 PHASES = ("train", "validation", "checkpoint")
 
 
+def budget_progress(elapsed_s: float, budget_s: float) -> float:
+    """The fraction of the budget spent: what the schedule, markers, events and the ledger read."""
+    return elapsed_s / budget_s
+
+
+def deadline_margin_s(save_s: float, step_s: float) -> float:
+    """How long before a known allocation end to stop: a checkpoint save and a few steps, as measured
+    (at least 10 s)."""
+    return max(10.0, 2.0 * save_s + 3.0 * step_s)
+
+
 class BudgetClock:
     """Elapsed training seconds, resumable. ``start()`` at the first training step."""
 
@@ -72,7 +83,7 @@ class BudgetClock:
         return self.resumed_elapsed_s + self.wall_since_start()
 
     def progress(self) -> float:
-        return self.elapsed() / self.budget_s
+        return budget_progress(self.elapsed(), self.budget_s)
 
     def on_optimizer_step(self) -> None:
         self._steps += 1
@@ -189,7 +200,8 @@ class Ledger:
         elapsed = self.allocations[-1].elapsed_last_s if self.allocations else 0.0
         # training time of a decay that an extension restarted: spent, but not progress
         abandoned = sum(c.get("abandoned_s", 0.0) for c in self.budget_changes)
-        return {**sums, "elapsed_s": elapsed, "progress": elapsed / self.budget_s, "abandoned_s": abandoned,
+        return {**sums, "elapsed_s": elapsed, "progress": budget_progress(elapsed, self.budget_s),
+                "abandoned_s": abandoned,
                 "allocations": len(self.allocations),
                 "requeues": max(0, len(self.allocations) - 1),
                 "done": bool(self.allocations) and self.allocations[-1].end_reason is not None

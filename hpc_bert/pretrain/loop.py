@@ -28,7 +28,7 @@ from hpc_bert.pretrain.checkpoint import (find_latest, load_training_checkpoint,
                                  save_finetune_checkpoint, save_training_checkpoint, set_rng_state,
                                  finetune_checkpoint_exists, check_free_space, checkpoint_bytes,
                                  complete_checkpoints, read_meta)
-from hpc_bert.pretrain.clock import BudgetClock, Ledger
+from hpc_bert.pretrain.clock import BudgetClock, Ledger, budget_progress, deadline_margin_s
 from hpc_bert.pretrain.elastic import accumulation_steps, fresh_rng_state
 from hpc_bert.pretrain.engine import accumulate, deepspeed_config, initialize_engine
 from hpc_bert.config.flags import flat_dict
@@ -174,7 +174,8 @@ class _Allocation:
         self.loader = loader_cls(cfg.data.dataset_path, micro_batch_size=micro,
                                  rank=rank, world_size=world, seed=cfg.runtime.seed, vocab_size=vocab_size,
                                  dynamic_masking=cfg.data.dynamic_masking, mlm_probability=cfg.data.mlm_probability,
-                                 mask_token_id=tokenizer.mask_token_id, prefetch=max(1, cfg.data.num_workers))
+                                 mask_token_id=tokenizer.mask_token_id, prefetch=max(1, cfg.data.num_workers),
+                                 info=info)
         val_batches = self.loader.validation_batches(v.validation_micro_batch, v.validation_max_samples) \
             if v.do_validation else []
         self.val_batches = val_batches
@@ -222,8 +223,8 @@ class _Allocation:
                   f"{cfg.model.hidden_size}, vocab {vocab_size}); world size {world} on {device}; batch "
                   f"{cfg.optim.train_batch_size} = {micro} micro x {accum} accum x "
                   f"{world} ranks; budget {s.total_training_time:g} h ({s.budget_s:.0f} s, {s.clock} clock); "
-                  + (f"resumed {meta['tag']} at {self.elapsed0:.1f} s ({self.elapsed0 / s.budget_s:.1%}), saved "
-                     f"on {meta['world_size']} ranks" if meta else "fresh start")
+                  + (f"resumed {meta['tag']} at {self.elapsed0:.1f} s ({budget_progress(self.elapsed0, s.budget_s):.1%}), "
+                     f"saved on {meta['world_size']} ranks" if meta else "fresh start")
                   + f"; startup {startup_s:.1f} s" + (f" (compile {self.compile_s:.1f} s)" if self.compile_s else ""))
         self.events.emit("allocation_start", self.state.step, self.elapsed0, startup_s=startup_s, world_size=world,
                          compile_s=round(self.compile_s, 3),
@@ -271,7 +272,7 @@ class _Allocation:
     def stop_code(self) -> StopCode:
         """This rank's request: a signal, or the allocation end closer than a save and a few steps."""
         near_deadline = self.deadline_end is not None and \
-            time.time() + max(10.0, 2.0 * self.save_s + 3.0 * self.step_s) >= self.deadline_end
+            time.time() + deadline_margin_s(self.save_s, self.step_s) >= self.deadline_end
         return max(self.stop.code, StopCode.DEADLINE if near_deadline else StopCode.NONE)
 
     def lr_at(self, elapsed: float) -> float:

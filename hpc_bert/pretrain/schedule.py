@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 
 from hpc_bert.errors import ConfigError, exit_on_user_error
 from hpc_bert.end_reason import EndReason
+from hpc_bert.pretrain.clock import budget_progress
 
 # Exponential decay reaches exp(-EXP_RATE) of the peak before being shifted to hit 0 at the end.
 EXP_RATE = 5.0
@@ -98,7 +99,7 @@ def schedule_progress(lr_schedule: str, elapsed_s: float, budget_s: float, step:
                       max_steps: int | None) -> float:
     """The progress the LR schedule reads: budget time, or steps for step schedules."""
     if lr_schedule == "time":
-        return elapsed_s / budget_s
+        return budget_progress(elapsed_s, budget_s)
     return step / float(max_steps)
 
 
@@ -196,8 +197,7 @@ def schedule_table(cfg, points: int) -> list[dict]:
             events.append("warmup ends")
         if wsd and prev * s.budget_s < wsd.decay_start_s <= elapsed:
             events.append("decay starts (decay-start checkpoint)")
-        reason = stop_reason(elapsed, s.budget_s, None if s.early_exit_time_marker is None
-                             else s.early_exit_time_marker * 3600.0)
+        reason = stop_reason(elapsed, s.budget_s, s.early_exit_s)
         if reason:
             events.append(reason)
         rows.append({"progress": p, "elapsed_h": elapsed / 3600.0, "lr_multiplier": lr / cfg.optim.lr,

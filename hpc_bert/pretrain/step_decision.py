@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from hpc_bert.pretrain import schedule
+from hpc_bert.pretrain.clock import budget_progress
 from hpc_bert.pretrain.distributed import StopCode
 from hpc_bert.end_reason import EndReason
 
@@ -69,7 +70,7 @@ def decide(agreed: Agreed, cfg, state: TrainState, wsd: schedule.WsdPlan | None 
     if agreed.nonfinite_loss:
         return Decision(stop=EndReason.ERROR, cause="non-finite loss")
     s, v = cfg.schedule, cfg.validation
-    elapsed, progress = agreed.elapsed_s, agreed.elapsed_s / s.budget_s
+    elapsed, progress = agreed.elapsed_s, budget_progress(agreed.elapsed_s, s.budget_s)
     validate = ()
     if v.do_validation:
         ended = range(state.epochs_done - agreed.epochs_ended + 1, state.epochs_done + 1)
@@ -78,8 +79,7 @@ def decide(agreed: Agreed, cfg, state: TrainState, wsd: schedule.WsdPlan | None 
             epochs_middle=v.validation_epochs, epochs_end=v.validation_epochs_end,
             begin_proportion=v.validation_begin_proportion, end_proportion=v.validation_end_proportion))
     markers = tuple(schedule.markers_due(progress, s.finetune_time_markers, state.markers_done))
-    early_exit_s = None if s.early_exit_time_marker is None else s.early_exit_time_marker * 3600.0
-    stop, cause = schedule.stop_reason(elapsed, s.budget_s, early_exit_s), "schedule"
+    stop, cause = schedule.stop_reason(elapsed, s.budget_s, s.early_exit_s), "schedule"
     if stop is None and agreed.stop_code != StopCode.NONE:
         code = StopCode(agreed.stop_code)
         stop, cause = code.reason, code.cause
