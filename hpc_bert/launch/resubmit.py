@@ -9,10 +9,14 @@ same one line here as in the trainer and leaves the run dir as it was.
 from __future__ import annotations
 
 import os
+import time
 
 from hpc_bert.atomic import read_json, write_json_atomic
+from hpc_bert.launch.cancel import cancel_chain
+from hpc_bert.launch.queue import read_chain
 from hpc_bert.layout import SUBMIT_ARGS_FILE
 from hpc_bert.pretrain import budget_change
+from hpc_bert.runlock import check_not_live, live_owner
 
 CONFIG_FLAGS = ("--config", "--pretrain_config")
 
@@ -38,6 +42,38 @@ def with_saved_args(argv: list[str]) -> list[str]:
 
 def save_args(run_dir: str, argv: list[str]) -> None:
     write_json_atomic(os.path.join(run_dir, SUBMIT_ARGS_FILE), {"argv": list(argv)})
+
+
+def running_slurm_chain(run_dir: str) -> bool:
+    """A chain submitted to SLURM trains in ``run_dir`` now (a budget change stops it first)."""
+    chain = read_chain(run_dir)
+    return bool(chain) and chain.get("cluster") == "slurm" and live_owner(run_dir) is not None
+
+
+def stop_running_chain(run_dir: str, wait_s: float = 120.0) -> bool:
+    """Stop a running SLURM chain as ``submit --cancel`` does (the trainer saves a checkpoint and exits),
+    then wait for its lock to go, so that a new chain resumes from that checkpoint; False if none runs."""
+    if not running_slurm_chain(run_dir):
+        return False
+    print(f"hpc_bert: the chain of {run_dir} is running: stopping it first (its trainer saves a checkpoint)",
+          flush=True)
+    cancel_chain(["--cancel", run_dir])
+    deadline = time.monotonic() + wait_s
+    while live_owner(run_dir) is not None and time.monotonic() < deadline:
+        time.sleep(1)
+    return True
+
+
+def check_run_dir(cfg) -> str | None:
+    """Before a submission: the run dir is not in use (unless a budget change will stop its running SLURM
+    chain first), and what a new budget does to it (``check_budget_change``)."""
+    run_dir = cfg.checkpoint.output_dir
+    if not os.path.isdir(run_dir):
+        return None
+    change = check_budget_change(cfg)
+    if not (change and running_slurm_chain(run_dir)):
+        check_not_live(run_dir)
+    return change
 
 
 def check_budget_change(cfg) -> str | None:

@@ -166,10 +166,7 @@ def plan(argv: list[str]) -> Plan:
         train_argv += ["--output_dir", sub.run_dir]
     cfg, _ = parse_config(PretrainConfig, train_argv, prog="python -m hpc_bert.submit (pretraining flags)")
     run_dir = cfg.checkpoint.output_dir
-    from hpc_bert.runlock import check_not_live
-    if os.path.isdir(run_dir):
-        check_not_live(run_dir)
-    change = resubmit.check_budget_change(cfg) if os.path.isdir(run_dir) else None  # a refusal: one line, here
+    change = resubmit.check_run_dir(cfg)  # not in use; a budget change's refusal, in one line
     if not sub.dry_run and not sub.prepare and (not cfg.data.dataset_path or not os.path.exists(cfg.data.dataset_path)):
         raise UserError(f"--dataset_path {cfg.data.dataset_path} does not exist: prepare shards with "
                         "python -m hpc_bert.data prepare, or fix the path in the config")
@@ -298,6 +295,8 @@ def main(argv=None) -> int:
         return cancel_chain(argv)
     argv = resubmit.with_saved_args(argv)  # --run_dir R --budget H: the chain's saved flags, H winning
     p = plan(argv)
+    if p.budget_change and not p.sub.dry_run and resubmit.stop_running_chain(p.run_dir):
+        p = plan(argv)  # decided again from the checkpoint the stopped trainer saved
     print(f"hpc_bert: budget {p.sub.budget:g} h in allocations of {p.sub.allocation_hours:g} h on {p.cluster} "
           f"(up to {p.max_requeues} requeues, signal {p.signal_delay_s} s before the limit); run dir {p.run_dir}"
           + (f"; GLUE: {len(p.glue_runs)} fine-tuning runs over {', '.join(p.checkpoints)}" if p.glue_runs else "")
