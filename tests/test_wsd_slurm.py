@@ -60,3 +60,28 @@ def test_finished_wsd_chain_extended_by_budget_alone(slurm_cluster, inputs, tmp_
     assert len(glue_results(run, "final_budget_0.01h")) == 2
     status = subprocess.run([sys.executable, "-m", "hpc_bert.status", run], cwd=REPO, capture_output=True, text=True)
     assert "budget changes:" in status.stdout and "0.01 h -> 0.02 h (restart_decay)" in status.stdout
+
+
+def test_running_wsd_chain_extended_by_budget_alone(slurm_cluster, inputs, tmp_path):  # noqa: F811
+    run = str(tmp_path / "run")
+    r = submit(["--budget", "0.02", "--allocation_hours", "0.1", "--run_dir", run, "--partition", "debug",
+                "--cpus_per_task", "1", *pretrain_flags(inputs, curve="wsd", print_steps=5)])
+    assert r.returncode == 0, r.stderr
+    first = job_ids(r.stdout)["pretrain"]
+
+    def stable_for_a_while():
+        led = Ledger.load(run) if os.path.exists(os.path.join(run, "budget.json")) else None
+        return led if led and led.current.elapsed_last_s > 10 else None
+    wait_until(stable_for_a_while, 300, "training to run 10 s", interval=1)
+    r = submit(["--run_dir", run, "--budget", "0.03"], timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "is running: stopping it first" in r.stdout and "(new_schedule)" in r.stdout, r.stdout
+    second = job_ids(r.stdout)["pretrain"]
+    led = wait_until(lambda: ledger_done(run), 400, "the extended budget to be spent", interval=2)
+    assert led.budget_s == pytest.approx(108.0)
+    assert led.allocations[0].job_id == first and led.allocations[0].end_reason == "timeout"
+    assert led.allocations[-1].job_id == second and led.current.end_reason == "budget_done"
+    assert led.current.elapsed_last_s >= 108.0
+    (change,) = led.budget_changes
+    assert change["kind"] == "new_schedule" and change["from_elapsed_s"] < 0.02 * 3600 * 0.8
+    assert [c["budget_s"] for c in led.decay_start_checkpoints] == [pytest.approx(108.0)]

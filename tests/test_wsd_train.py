@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from hpc_bert.launch.status import render
+from hpc_bert.launch.status import plot, render
 from hpc_bert.pretrain.clock import Ledger
 from hpc_bert.pretrain.events import read_events
 from pretrain_fixtures import simulated_flags, train
@@ -49,7 +49,7 @@ def reference(tmp_path_factory, inputs):
     return run
 
 
-def test_reference_holds_the_peak_and_pins_its_decay_start(reference):
+def test_reference_holds_the_peak_and_pins_its_decay_start(reference, tmp_path):
     t = steps(reference)
     lrs = [t[s][0] for s in range(1, 2 * STEPS + 1)]
     peak = 3e-3
@@ -63,6 +63,10 @@ def test_reference_holds_the_peak_and_pins_its_decay_start(reference):
     led = Ledger.load(str(reference))
     assert [c["tag"] for c in led.decay_start_checkpoints] == ["step_000000036"]
     assert led.warmup_s == pytest.approx(30.0)
+    text = render(str(reference))
+    assert "wsd: warmup 30 s; decay-start checkpoints: step_000000036 at 360 s" in text
+    plot(str(reference), str(tmp_path / "lr.png"))   # the plot marks the decay start
+    assert os.path.getsize(tmp_path / "lr.png") > 1000
 
 
 def test_extension_after_finishing_is_bitwise_equal_to_the_longer_run(tmp_path, inputs, reference):
