@@ -16,6 +16,8 @@ RUN_DIR/
   glue_results.md / .csv     the GLUE table
   wandb_run.json, wandb/     the W&B run id that every allocation resumes, W&B's files
   chain.json                 job ids of the submitted chain (status, submit --cancel)
+  submit_args.json           the submit flags of the chain, for submit --run_dir R --budget H
+  abandoned_checkpoints/     after an extension: the abandoned decay's training checkpoints, by old budget
 """
 from __future__ import annotations
 
@@ -41,6 +43,13 @@ GLUE_TABLE_CSV = "glue_results.csv"
 COMPILE_CACHE_DIR = "compile_cache"    # Inductor's cache for --compile, kept across allocations
 WANDB_RUN_FILE = "wandb_run.json"      # the W&B run id every allocation resumes (--report_to wandb)
 CHAIN_FILE = "chain.json"              # job ids of the submitted chain, for status and --cancel
+SUBMIT_ARGS_FILE = "submit_args.json"  # submit's flags, so a budget change needs only --run_dir and --budget
+ABANDONED_DIR = "abandoned_checkpoints"  # <budget label>/step_*: a decay an extension restarted, never resumed
+
+
+def budget_label(budget_s: float) -> str:
+    """Names what belongs to one budget: ``budget_24h`` (markers and GLUE results before a change)."""
+    return f"budget_{budget_s / 3600:.4g}h"
 
 
 def marker_name(fraction: float) -> str:

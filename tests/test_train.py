@@ -226,6 +226,7 @@ def test_resume_with_other_model_shape_or_budget_fails_clearly(tmp_path, inputs,
     assert r.returncode == 2 and "model shape differs (hidden_size 32 -> 64)" in r.stderr
     r = train(flags(run, inputs, total_training_time=1.0))
     assert r.returncode == 2 and "--allow_budget_change" in r.stderr
+    assert "only a --curve wsd run can change its budget" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert {n: os.path.getmtime(run / "checkpoints" / n) for n in sorted(os.listdir(run / "checkpoints"))} == before
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from hpc_bert.config.flags import check_choices, field
 from hpc_bert.errors import ConfigError
 
-CURVES = ("linear", "exp", "cosine", "constant")
+CURVES = ("linear", "exp", "cosine", "constant", "wsd")
+DECAY_SHAPES = ("linear", "cosine", "sqrt")
 LR_SCHEDULES = ("time", "step", "constant_step")
 REPORT_TO = ("tensorboard", "wandb", "none")
 
@@ -25,6 +26,20 @@ def _positive(name: str, value: float | int | None, allow_zero: bool = False) ->
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"--{name} must be {bound}, got {value}: pass e.g. --{name} 1")
+
+
+def check_hours(name: str, value: float) -> None:
+    """A budget in hours (--total_training_time, submit's --budget): positive and finite."""
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"--{name} must be a positive number of hours, got {value}: pass e.g. --{name} 24")
+
+
+def check_batch_divisible(train_batch_size: int, micro_batch_size: int) -> None:
+    """The global batch splits into whole micro batches (per rank: see pretrain/elastic.py)."""
+    if train_batch_size % micro_batch_size:
+        raise ConfigError(f"--train_batch_size {train_batch_size} is not a multiple of "
+                          f"--train_micro_batch_size_per_gpu {micro_batch_size}: "
+                          "make the global batch a multiple of the micro batch")
 
 
 def _fraction(name: str, value: float, low_open: bool, high_open: bool, hint: str) -> None:
@@ -101,11 +116,7 @@ class OptimConfig:
             _fraction(name, getattr(self, name), False, True, "betas lie in [0, 1)")
         _positive("train_batch_size", self.train_batch_size)
         _positive("train_micro_batch_size_per_gpu", self.train_micro_batch_size_per_gpu)
-        if self.train_batch_size % self.train_micro_batch_size_per_gpu:
-            raise ConfigError(
-                f"--train_batch_size {self.train_batch_size} is not a multiple of "
-                f"--train_micro_batch_size_per_gpu {self.train_micro_batch_size_per_gpu}: "
-                "make the global batch a multiple of the micro batch")
+        check_batch_divisible(self.train_batch_size, self.train_micro_batch_size_per_gpu)
 
 
 @dataclass
@@ -113,8 +124,11 @@ class ScheduleConfig:
     total_training_time: float = field(24.0, help="training budget in hours")
     early_exit_time_marker: float | None = field(None, help="stop at this many hours; schedule keeps the full budget")
     lr_schedule: str = field("time", choices=LR_SCHEDULES)
-    curve: str = field("linear", choices=CURVES)
+    curve: str = field("linear", choices=CURVES, help="LR decay after warmup; wsd = warmup-stable-decay, whose "
+                                                      "budget can change later (docs/budget-changes.md)")
     warmup_proportion: float = field(0.06, help="fraction of the budget spent warming up")
+    decay_proportion: float = field(0.2, help="--curve wsd: the decay takes this last fraction of the budget")
+    decay_shape: str = field("linear", choices=DECAY_SHAPES, help="--curve wsd: the decay's shape (sqrt: 1 - sqrt)")
     max_steps: int | None = field(None, help="step count for --lr_schedule step|constant_step")
     clock: str = field("wall", choices=("wall", "simulated"))
     simulated_step_seconds: float = field(1.0, help="elapsed seconds per optimizer step under --clock simulated")
@@ -124,9 +138,7 @@ class ScheduleConfig:
 
     def __post_init__(self):
         check_choices(self)
-        if not (self.total_training_time > 0 and math.isfinite(self.total_training_time)):
-            raise ConfigError(f"--total_training_time must be a positive number of hours, got "
-                              f"{self.total_training_time}: pass e.g. --total_training_time 24")
+        check_hours("total_training_time", self.total_training_time)
         if self.early_exit_time_marker is not None and not self.early_exit_time_marker > 0:
             raise ConfigError(f"--early_exit_time_marker must be > 0 hours, got {self.early_exit_time_marker}: "
                               "leave it unset to train the whole budget")
@@ -138,6 +150,13 @@ class ScheduleConfig:
                                   "(or use --lr_schedule time)")
             _positive("max_steps", self.max_steps)
         _positive("simulated_step_seconds", self.simulated_step_seconds)
+        _fraction("decay_proportion", self.decay_proportion, True, True, "a fraction of the budget, e.g. 0.2")
+        if self.curve == "wsd":
+            if self.lr_schedule != "time":
+                raise ConfigError(f"--curve wsd is a schedule in time: drop --lr_schedule {self.lr_schedule}")
+            if self.warmup_proportion + self.decay_proportion > 1:
+                raise ConfigError(f"--warmup_proportion {self.warmup_proportion} + --decay_proportion "
+                                  f"{self.decay_proportion} exceed the budget: make them sum to at most 1")
         for m in self.finetune_time_markers:
             if not 0 < m <= 1:
                 raise ConfigError(f"--finetune_time_markers has {m}, outside (0, 1]: markers are "
@@ -151,11 +170,14 @@ class ScheduleConfig:
         return self.total_training_time * 3600.0
 
     @property
+    def early_exit_s(self) -> float | None:
+        """--early_exit_time_marker in elapsed seconds, None when unset."""
+        return None if self.early_exit_time_marker is None else self.early_exit_time_marker * 3600.0
+
+    @property
     def stop_s(self) -> float:
         """Elapsed seconds at which training ends (early exit or the budget)."""
-        if self.early_exit_time_marker is None:
-            return self.budget_s
-        return min(self.budget_s, self.early_exit_time_marker * 3600.0)
+        return self.budget_s if self.early_exit_s is None else min(self.budget_s, self.early_exit_s)
 
 
 @dataclass
@@ -190,7 +212,9 @@ class CheckpointConfig:
     num_epochs_between_checkpoints: int = field(10000, help="save a training checkpoint every N epochs")
     checkpoint_every_minutes: float = field(30.0, help="save a training checkpoint every N minutes of training")
     keep_checkpoints: int = field(2, help="keep the last k training checkpoints")
-    allow_budget_change: bool = field(False, help="resume with a different --total_training_time")
+    allow_budget_change: bool = field(False, help="resume a run whose curve is not wsd under another "
+                                      "--total_training_time: the LR jumps to the new schedule's value at once "
+                                      "(recorded in the ledger); --curve wsd runs change budget without it")
 
     def __post_init__(self):
         _positive("num_epochs_between_checkpoints", self.num_epochs_between_checkpoints)

@@ -77,7 +77,7 @@ class PretrainingDataLoader:
     def __init__(self, dataset_path: str, micro_batch_size: int, rank: int = 0, world_size: int = 1,
                  seed: int = 42, max_seq_length: int | None = None, vocab_size: int | None = None,
                  dynamic_masking: bool = False, mlm_probability: float = 0.15, mask_token_id: int = 103,
-                 special_token_ids=(0, 100, 101, 102, 103), prefetch: int = 2):
+                 special_token_ids=(0, 100, 101, 102, 103), prefetch: int = 2, info: DatasetInfo | None = None):
         if micro_batch_size < 1:
             raise UserError(f"micro batch size must be >= 1, got {micro_batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
@@ -86,7 +86,8 @@ class PretrainingDataLoader:
             raise UserError(f"prefetch must be >= 0, got {prefetch}")
         if dynamic_masking and not 0 < mlm_probability < 1:
             raise UserError(f"--mlm_probability must lie in (0, 1), got {mlm_probability}: e.g. 0.15")
-        self.info: DatasetInfo = check_dataset(dataset_path, max_seq_length, vocab_size)
+        # ``info``: the caller already checked the shards (the trainer does, before anything expensive)
+        self.info: DatasetInfo = info or check_dataset(dataset_path, max_seq_length, vocab_size)
         self.micro_batch_size, self.rank, self.world_size, self.seed = micro_batch_size, rank, world_size, seed
         self.vocab_size, self.prefetch = vocab_size, prefetch
         self.dynamic_masking, self.mlm_probability = dynamic_masking, mlm_probability

@@ -68,14 +68,16 @@ def after_training(rc: int, allocations: int, max_requeues: int) -> str:
     raise RuntimeError(f"pretraining exited with status {rc}: see the job's log")
 
 
-def _allocations_recorded(run_dir: str) -> int:
+def allocations_recorded(run_dir: str) -> int:
     ledger = Ledger.load(run_dir)
     return len(ledger.allocations) if ledger else 0
 
 
 class PretrainJob:
-    def __init__(self, train_argv: list[str], run_dir: str, max_requeues: int, workdir: str):
+    def __init__(self, train_argv: list[str], run_dir: str, max_requeues: int, workdir: str,
+                 allocations_before: int = 0):
         self.train_argv = list(train_argv)
+        self.allocations_before = allocations_before  # of earlier chains on this run dir (a budget change)
         self.run_dir = run_dir
         self.max_requeues = max_requeues
         self.workdir = workdir
@@ -94,7 +96,8 @@ class PretrainJob:
                 raise RuntimeError("stopped by python -m hpc_bert.submit --cancel after saving a checkpoint: "
                                    "resubmit the same command to continue")
         # the run dir, not the pickle, says how many allocations ran
-        if after_training(rc, _allocations_recorded(self.run_dir) if rc == EXIT_REQUEUE else 0,
+        mine = allocations_recorded(self.run_dir) - self.allocations_before if rc == EXIT_REQUEUE else 0
+        if after_training(rc, mine,
                           self.max_requeues) == REQUEUE:
             if local:
                 from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE  # the LocalExecutor relaunches on it

@@ -48,6 +48,22 @@ def budget_eta(ledger: Ledger, totals: dict, chain: dict | None, now: float | No
     return line + ")"
 
 
+def budget_change_lines(ledger: Ledger) -> list[str]:
+    """--curve wsd facts and every budget change: when, old -> new, from which checkpoint."""
+    out = []
+    if ledger.warmup_s is not None:
+        starts = ", ".join(f"{c['tag']} at {c['elapsed_s']:.0f} s" for c in ledger.decay_start_checkpoints)
+        out.append(f"wsd: warmup {ledger.warmup_s:.0f} s; decay-start checkpoints: {starts or 'none yet'}")
+    if ledger.budget_changes:
+        out.append("budget changes:")
+    for c in ledger.budget_changes:
+        out.append(f"  {_fmt_wall(c['wall'])}: {c['old_budget_s'] / 3600:.4g} h -> {c['new_budget_s'] / 3600:.4g} h "
+                   f"({c['kind']}) from {c['from_tag']} at {c['from_elapsed_s']:.0f} s"
+                   + (f"; abandoned {c['abandoned_s']:.0f} s of decay ({', '.join(c['abandoned'])}: kept, never "
+                      "resumed)" if c.get("abandoned") else ""))
+    return out
+
+
 def chain_lines(run_dir: str, chain: dict, ledger: Ledger | None) -> list[str]:
     """Each job's queue state; what the run dir says of the jobs the scheduler forgot; the failure."""
     out = ["", f"chain ({chain['cluster']}, submitted {_fmt_wall(chain.get('submitted'))})"
@@ -103,6 +119,7 @@ def render(run_dir: str) -> str:
                      f"({overhead:.1f} s)")
         if not t["done"] and ledger.allocations:
             lines.append(budget_eta(ledger, t, chain))
+        lines += budget_change_lines(ledger)
         hdr = ["#", "job", "restart", "hosts", "ranks", "start", "end", "startup_s", "train_s", "val_s", "ckpt_s",
                "lost_s", "elapsed_s", "steps", "end reason"]
         rows = [[str(i), a.job_id, str(a.restart_count), ",".join(a.hosts), str(a.world_size or "-"),
@@ -157,8 +174,10 @@ def plot(run_dir: str, out: str) -> None:
         if e["event"] == "allocation_start" and e["elapsed_s"] > 0:
             for ax in (ax_lr, ax_loss):
                 ax.axvline(e["elapsed_s"] / 3600, color="grey", linestyle=":", linewidth=0.8)
+        if e["event"] == "checkpoint" and e.get("reason") == "decay_start":  # --curve wsd: the decay begins
+            ax_lr.axvline(e["elapsed_s"] / 3600, color="red", linestyle="--", linewidth=0.8)
     ax_loss.set_ylabel("MLM loss")
-    ax_loss.set_xlabel("budget hours (dotted: requeued allocations)")
+    ax_loss.set_xlabel("budget hours (dotted: requeued allocations; dashed: a wsd decay start)")
     ax_loss.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=100)

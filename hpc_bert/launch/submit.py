@@ -15,26 +15,24 @@ chain's job ids go to RUN_DIR/chain.json for ``status``; ``--cancel RUN_DIR`` st
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
 from dataclasses import dataclass
 
 from hpc_bert.config.flags import check_choices, field, leaf_fields, parse_config
-from hpc_bert.config.pretrain import PretrainConfig
+from hpc_bert.config.pretrain import PretrainConfig, check_hours
 from hpc_bert.data.cluster import prepare_for_submit, submit_prepare
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
 from hpc_bert.glue import grid as glue_grid
 from hpc_bert.glue.grid import rounds
 from hpc_bert.launch import cluster_options
 from hpc_bert.launch.allocations import allocation_plan
-from hpc_bert.launch import queue
+from hpc_bert.launch import queue, resubmit
 from hpc_bert.launch.cancel import cancel_chain
-from hpc_bert.launch.jobs import AggregateTask, GlueTask, PretrainJob
+from hpc_bert.launch.jobs import AggregateTask, GlueTask, PretrainJob, allocations_recorded
 from hpc_bert.launch.queue import record_chain
 from hpc_bert.launch.status import render
 from hpc_bert.layout import GLUE_TABLE_MD, SUBMITIT_DIR
-from hpc_bert.runlock import check_not_live
 
 HELP_FLAGS = ("-h", "--help")
 
@@ -75,8 +73,7 @@ class SubmitConfig:
 
     def __post_init__(self):
         check_choices(self)
-        if not (self.budget > 0 and math.isfinite(self.budget)):
-            raise ConfigError(f"--budget must be a positive number of hours, got {self.budget}: pass e.g. --budget 24")
+        check_hours("budget", self.budget)
         if not self.allocation_hours > 0:
             raise ConfigError(f"--allocation_hours must be > 0, got {self.allocation_hours}")
         for name in ("nodes", "cpus_per_task", "glue_parallelism"):
@@ -117,6 +114,7 @@ class Plan:
     max_requeues: int
     slurm_options: dict
     glue_slurm_options: dict
+    budget_change: str | None = None  # what a new budget does to a run dir that already trained
 
     @property
     def folder(self) -> str:
@@ -139,12 +137,13 @@ def _parse(argv: list[str]) -> tuple[SubmitConfig, PretrainConfig, list[str]]:
     return sub, cfg, train_argv
 
 
-def _check_run_dir_and_data(sub: SubmitConfig, cfg: PretrainConfig) -> None:
-    if os.path.isdir(cfg.checkpoint.output_dir):
-        check_not_live(cfg.checkpoint.output_dir)
+def _check_run_dir_and_data(sub: SubmitConfig, cfg: PretrainConfig) -> str | None:
+    """Returns what a new budget does to a run dir that already trained (None: a fresh run or no change)."""
+    change = resubmit.check_run_dir(cfg)  # not in use; a budget change's refusal, in one line
     if not sub.dry_run and not sub.prepare and (not cfg.data.dataset_path or not os.path.exists(cfg.data.dataset_path)):
         raise UserError(f"--dataset_path {cfg.data.dataset_path} does not exist: prepare shards with "
                         "python -m hpc_bert.data prepare, or fix the path in the config")
+    return change
 
 
 def _glue_plan(sub: SubmitConfig, cfg: PretrainConfig) -> tuple[list, list[str]]:
@@ -192,12 +191,12 @@ def _cluster_plan(sub: SubmitConfig) -> tuple[str, dict, dict]:
 def plan(argv: list[str]) -> Plan:
     """Parse and check everything; nothing is submitted and nothing is written."""
     sub, cfg, train_argv = _parse(argv)
-    _check_run_dir_and_data(sub, cfg)
+    change = _check_run_dir_and_data(sub, cfg)
     glue_runs, checkpoints = _glue_plan(sub, cfg)
     cluster, slurm_options, glue_options = _cluster_plan(sub)
     delay, needed = allocation_plan(sub.budget, sub.allocation_hours, sub.signal_delay_s, cfg, cluster)
     return Plan(sub, cfg, train_argv, cfg.checkpoint.output_dir, cluster, glue_runs, checkpoints, delay,
-                needed + sub.requeue_margin, slurm_options, glue_options)
+                needed + sub.requeue_margin, slurm_options, glue_options, change)
 
 
 # ---- the executor chain: pretraining -> GLUE array (afterok) -> aggregation (afterany) ----
@@ -264,7 +263,8 @@ def sbatch_text(executor, array_size: int | None = None) -> str:
 
 def _tasks(p: Plan):
     workdir = os.getcwd()
-    return (PretrainJob(p.train_argv, p.run_dir, p.max_requeues, workdir),
+    # the requeue limit counts this submission's allocations, not those of earlier chains on the run dir
+    return (PretrainJob(p.train_argv, p.run_dir, p.max_requeues, workdir, allocations_recorded(p.run_dir)),
             GlueTask(p.sub.glue, p.run_dir, p.checkpoints, workdir), AggregateTask(p.run_dir, workdir))
 
 
@@ -273,14 +273,18 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a == "--cancel" or a.startswith("--cancel=") for a in argv):
         return cancel_chain(argv)
+    argv = resubmit.with_saved_args(argv)  # --run_dir R --budget H: the chain's saved flags, H winning
     p = plan(argv)
+    if p.budget_change and not p.sub.dry_run and resubmit.stop_running_chain(p.run_dir):
+        p = plan(argv)  # decided again from the checkpoint the stopped trainer saved
     print(f"hpc_bert: budget {p.sub.budget:g} h in allocations of {p.sub.allocation_hours:g} h on {p.cluster} "
           f"(up to {p.max_requeues} requeues, signal {p.signal_delay_s} s before the limit); run dir {p.run_dir}"
-          + (f"; GLUE: {len(p.glue_runs)} fine-tuning runs over {', '.join(p.checkpoints)}" if p.glue_runs else ""),
-          flush=True)
+          + (f"; GLUE: {len(p.glue_runs)} fine-tuning runs over {', '.join(p.checkpoints)}" if p.glue_runs else "")
+          + (f"\nhpc_bert: {p.budget_change}" if p.budget_change else ""), flush=True)
     if p.sub.dry_run:
         return dry_run(p)
     os.makedirs(p.run_dir, exist_ok=True)
+    resubmit.save_args(p.run_dir, argv)
     data_job_id = None
     if p.sub.prepare:  # the data jobs first (local: they run now; SLURM: pretraining waits afterok)
         data_job_id = submit_prepare(prepare_for_submit(p.sub.prepare, p.cluster, p.cfg.data.dataset_path))["summary"]

@@ -137,7 +137,8 @@ def save_training_checkpoint(engine, run_dir: str, rank: int, step: int, meta: d
         saved = read_meta(run_dir, tag)
         write_json_atomic(os.path.join(root, CHECKPOINT_POINTER), {"tag": tag, "step": step, "elapsed_s": saved["elapsed_s"]})
         for old in complete_checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(os.path.join(root, old), ignore_errors=True)
+            if not read_meta(run_dir, old).get("pinned"):  # a decay-start checkpoint outlives the rotation
+                shutil.rmtree(os.path.join(root, old), ignore_errors=True)
     barrier()
     return tag
 

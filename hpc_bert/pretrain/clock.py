@@ -35,6 +35,17 @@ LEDGER_VERSION = 1
 PHASES = ("train", "validation", "checkpoint")
 
 
+def budget_progress(elapsed_s: float, budget_s: float) -> float:
+    """The fraction of the budget spent: what the schedule, markers, events and the ledger read."""
+    return elapsed_s / budget_s
+
+
+def deadline_margin_s(save_s: float, step_s: float) -> float:
+    """How long before a known allocation end to stop: a checkpoint save and a few steps, as measured
+    (at least 10 s)."""
+    return max(10.0, 2.0 * save_s + 3.0 * step_s)
+
+
 class BudgetClock:
     """Elapsed training seconds, resumable. ``start()`` at the first training step."""
 
@@ -68,7 +79,7 @@ class BudgetClock:
         return self.resumed_elapsed_s + self.wall_since_start()
 
     def progress(self) -> float:
-        return self.elapsed() / self.budget_s
+        return budget_progress(self.elapsed(), self.budget_s)
 
     def on_optimizer_step(self) -> None:
         self._steps += 1
@@ -127,6 +138,9 @@ class Ledger:
     run_dir: str
     budget_s: float
     allocations: list[Allocation] = field(default_factory=list)
+    warmup_s: float | None = None  # --curve wsd: the warmup's length, fixed when the run started
+    budget_changes: list[dict] = field(default_factory=list)  # when, old -> new, from which checkpoint
+    decay_start_checkpoints: list[dict] = field(default_factory=list)  # --curve wsd: tag, step, elapsed_s
     saves: int = field(default=0, repr=False, compare=False)  # writes by this process (a fault point)
 
     @property
@@ -149,7 +163,9 @@ class Ledger:
                 raise ValueError(f"unknown version {raw.get('version')!r}")
             names = {f.name for f in dataclasses.fields(Allocation)}
             allocs = [Allocation(**{k: v for k, v in a.items() if k in names}) for a in raw["allocations"]]
-            return cls(run_dir=run_dir, budget_s=float(raw["budget_s"]), allocations=allocs)
+            return cls(run_dir=run_dir, budget_s=float(raw["budget_s"]), allocations=allocs,
+                       warmup_s=raw.get("warmup_s"), budget_changes=list(raw.get("budget_changes", [])),
+                       decay_start_checkpoints=list(raw.get("decay_start_checkpoints", [])))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise UserError(f"ledger {path} is corrupt or partial ({type(e).__name__}: {e}): {fix}") from None
 
@@ -163,13 +179,18 @@ class Ledger:
     def to_json(self) -> dict:
         return {"version": LEDGER_VERSION, "budget_s": self.budget_s,
                 "budget_hours": self.budget_s / 3600.0, "totals": self.totals(),
-                "allocations": [dataclasses.asdict(a) for a in self.allocations]}
+                "allocations": [dataclasses.asdict(a) for a in self.allocations],
+                **({"warmup_s": self.warmup_s} if self.warmup_s is not None else {}),
+                "budget_changes": self.budget_changes, "decay_start_checkpoints": self.decay_start_checkpoints}
 
     def totals(self) -> dict:
         sums = {k: sum(getattr(a, k) for a in self.allocations)
                 for k in ("startup_s", "train_s", "validation_s", "checkpoint_s", "lost_s")}
         elapsed = self.allocations[-1].elapsed_last_s if self.allocations else 0.0
-        return {**sums, "elapsed_s": elapsed, "progress": elapsed / self.budget_s,
+        # training time of a decay that an extension restarted: spent, but not progress
+        abandoned = sum(c.get("abandoned_s", 0.0) for c in self.budget_changes)
+        return {**sums, "elapsed_s": elapsed, "progress": budget_progress(elapsed, self.budget_s),
+                "abandoned_s": abandoned,
                 "allocations": len(self.allocations),
                 "requeues": max(0, len(self.allocations) - 1),
                 "done": bool(self.allocations) and self.allocations[-1].end_reason is not None
@@ -182,7 +203,7 @@ class Ledger:
     def begin_allocation(self, *, resumed_elapsed_s: float, step: int, startup_s: float,
                          job_id: str | None = None, restart_count: int | None = None,
                          hosts: list[str] | None = None, start_wall: float | None = None,
-                         world_size: int | None = None) -> Allocation:
+                         world_size: int | None = None, newest_elapsed_s: float | None = None) -> Allocation:
         """Open a new allocation record; close a dangling one (its job died) as a crash."""
         if self.allocations and self.allocations[-1].end_reason is None:
             dead = self.allocations[-1]
@@ -194,7 +215,10 @@ class Ledger:
             # it got at least as far as the checkpoint we resume from (a kill may have cut the
             # heartbeat that recorded it): so train - lost always adds up to the resumed elapsed
             prev.elapsed_last_s = max(prev.elapsed_last_s, resumed_elapsed_s)
-            prev.lost_s += max(0.0, prev.elapsed_last_s - resumed_elapsed_s)
+            # After an extension that restarts the decay (``newest_elapsed_s``: the newest checkpoint,
+            # beyond the one resumed), the work up to the newest checkpoint is abandoned, not lost.
+            kept = max(resumed_elapsed_s, newest_elapsed_s or 0.0)
+            prev.lost_s += max(0.0, prev.elapsed_last_s - kept)
         if job_id is None:
             job_id = runenv.job_id() or f"pid-{os.getpid()}"
         if restart_count is None:  # SLURM counts requeues; elsewhere count the run's earlier allocations
@@ -210,6 +234,13 @@ class Ledger:
         self.allocations.append(alloc)
         self.save()
         return alloc
+
+    def record_budget_change(self, change: dict) -> None:
+        """The budget moves to ``change["new_budget_s"]``; a repeat (a crash before training) is kept once."""
+        self.budget_s = float(change["new_budget_s"])
+        last = self.budget_changes[-1] if self.budget_changes else {}
+        if (last.get("from_tag"), last.get("new_budget_s")) != (change.get("from_tag"), change["new_budget_s"]):
+            self.budget_changes.append(change)
 
     def heartbeat(self, clock: BudgetClock, step: int, saved: bool = False) -> None:
         a = self.current

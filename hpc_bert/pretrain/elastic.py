@@ -14,6 +14,7 @@ import random
 import numpy as np
 import torch
 
+from hpc_bert.config.pretrain import check_batch_divisible
 from hpc_bert.errors import UserError
 
 
@@ -25,12 +26,10 @@ def world_sizes_for(train_batch_size: int, micro_batch_size: int) -> list[int]:
 
 def accumulation_steps(train_batch_size: int, micro_batch_size: int, world_size: int) -> int:
     """Micro batches per rank and optimizer step, so that the global batch stays ``train_batch_size``."""
+    check_batch_divisible(train_batch_size, micro_batch_size)
     if train_batch_size % (micro_batch_size * world_size) == 0:
         return train_batch_size // (micro_batch_size * world_size)
     sizes = world_sizes_for(train_batch_size, micro_batch_size)
-    if not sizes:
-        raise UserError(f"--train_batch_size {train_batch_size} is not a multiple of "
-                        f"--train_micro_batch_size_per_gpu {micro_batch_size}: make it one")
     raise UserError(f"--train_batch_size {train_batch_size} is not a multiple of micro batch x world size = "
                     f"{micro_batch_size} x {world_size}: with micro batch {micro_batch_size} run on "
                     f"{', '.join(map(str, sizes))} ranks, or change --train_micro_batch_size_per_gpu")

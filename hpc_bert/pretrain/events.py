@@ -13,6 +13,7 @@ import time
 
 from hpc_bert.layout import METRICS_NAME, TENSORBOARD_DIR, read_events  # noqa: F401  (readers import it here too)
 from hpc_bert.pretrain.wandb_run import WandbRun
+from hpc_bert.pretrain.clock import budget_progress
 
 
 class EventLog:
@@ -45,7 +46,7 @@ class EventLog:
         if not self.enabled:
             return
         record = {"event": event, "step": step, "elapsed_s": round(elapsed_s, 6),
-                  "progress": round(elapsed_s / self.budget_s, 9), "wall": time.time(), **fields}
+                  "progress": round(budget_progress(elapsed_s, self.budget_s), 9), "wall": time.time(), **fields}
         self._fh.write(json.dumps(record) + "\n")
         if self._tb is not None:
             hours = elapsed_s / 3600.0

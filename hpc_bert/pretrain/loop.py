@@ -14,7 +14,6 @@ when stopped early by a signal or the allocation deadline and a requeue should c
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 
@@ -24,11 +23,12 @@ import torch
 from hpc_bert.data.loader import PretrainingDataLoader, check_dataset, sample_ids_digest
 from hpc_bert.data.tokenizer import load_tokenizer
 from hpc_bert.pretrain import faults
-from hpc_bert.pretrain import schedule
+from hpc_bert.pretrain import budget_change, schedule
 from hpc_bert.pretrain.checkpoint import (find_latest, load_training_checkpoint, rng_state,
                                  save_finetune_checkpoint, save_training_checkpoint, set_rng_state,
-                                 finetune_checkpoint_exists, check_free_space, checkpoint_bytes)
-from hpc_bert.pretrain.clock import BudgetClock, Ledger
+                                 finetune_checkpoint_exists, check_free_space, checkpoint_bytes,
+                                 complete_checkpoints, read_meta)
+from hpc_bert.pretrain.clock import BudgetClock, Ledger, budget_progress, deadline_margin_s
 from hpc_bert.pretrain.elastic import accumulation_steps, fresh_rng_state
 from hpc_bert.pretrain.engine import accumulate, deepspeed_config, initialize_engine
 from hpc_bert.config.flags import flat_dict
@@ -43,48 +43,13 @@ from hpc_bert.layout import FINAL_NAME, marker_name
 from hpc_bert.model.bert import MaskedLM, build_hf_model, count_parameters, padded_vocab_size
 from hpc_bert.model.compile import prepare_compiled, use_compile
 from hpc_bert.model.optim import build_optimizer
+from hpc_bert.pretrain.startup import PROCESS_START, SHAPE_FIELDS, check_resume_compatible
 from hpc_bert.runlock import RunLock
-
-def _process_start() -> float:
-    """Wall time this process started (imports included in startup), now if unknown."""
-    try:
-        import psutil
-        return psutil.Process(os.getpid()).create_time()
-    except Exception:  # psutil is a DeepSpeed dependency, but startup is only reported
-        return time.time()
-
-
-PROCESS_START = _process_start()
-# Fields that must match to resume: the model's shape and the data geometry.
-SHAPE_FIELDS = ("encoder_ln_mode", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                "intermediate_size", "max_position_embeddings", "hidden_act")
 
 
 def log(rank: int, msg: str) -> None:
     if rank == 0:
         print(f"hpc_bert: {msg}", file=sys.stderr, flush=True)
-
-
-def check_resume_compatible(meta: dict, cfg, vocab_size: int, world_size: int) -> None:
-    """Refuse, with one line, to resume a checkpoint under a config it cannot continue."""
-    where = meta.get("tag", "the checkpoint")
-    old_shape, new_shape = meta["model_shape"], {f: getattr(cfg.model, f) for f in SHAPE_FIELDS}
-    diff = [f"{k} {old_shape.get(k)} -> {v}" for k, v in new_shape.items() if old_shape.get(k) != v]
-    if diff:
-        raise UserError(f"cannot resume {where}: model shape differs ({', '.join(diff)}): use the original "
-                        "model flags or a new --output_dir")
-    if meta["vocab_size"] != vocab_size:
-        raise UserError(f"cannot resume {where}: vocab size {meta['vocab_size']} -> {vocab_size}: use the "
-                        "original --tokenizer_name or a new --output_dir")
-    if abs(meta["budget_s"] - cfg.schedule.budget_s) > 1e-6 and not cfg.checkpoint.allow_budget_change:
-        raise UserError(f"cannot resume {where}: budget {meta['budget_s'] / 3600:g} h -> "
-                        f"{cfg.schedule.total_training_time:g} h changes the schedule: pass the original "
-                        "--total_training_time, or add --allow_budget_change to continue under the new one")
-    saved_batch = meta.get("config", {}).get("train_batch_size", cfg.optim.train_batch_size)
-    if saved_batch != cfg.optim.train_batch_size:  # the world size may change; the global batch may not
-        raise UserError(f"cannot resume {where}: --train_batch_size {saved_batch} -> {cfg.optim.train_batch_size} "
-                        f"changes the global batches: pass --train_batch_size {saved_batch} (any world size "
-                        "that divides it works)")
 
 
 def validate(engine, batches: list[dict], device: str, epoch: int) -> float:
@@ -129,15 +94,19 @@ def run_training(cfg) -> int:
     lock = RunLock(run_dir).acquire() if rank == 0 else None
     try:
         ledger = Ledger.load(run_dir) if rank == 0 else None
-        meta = find_latest(run_dir)
+        meta, resume = find_latest(run_dir), None
         if meta is not None:
             check_resume_compatible(meta, cfg, vocab_size, world)
+            # the budget may have changed: which checkpoint, which LR plan (or a one-line refusal)
+            metas = [read_meta(run_dir, t) for t in complete_checkpoints(run_dir)]
+            resume = budget_change.decide(meta, metas, cfg)
+            meta = resume.meta
         if meta is not None and meta["elapsed_s"] >= s.stop_s:
             log(rank, f"{run_dir}: training already finished ({meta['elapsed_s']:.1f} s of {s.stop_s:.1f} s); nothing to do")
             return 0
         if lock is not None and lock.took_over:
             log(rank, f"took over the stale lock of pid {lock.took_over.get('pid')} on {lock.took_over.get('host')}")
-        return _Allocation(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, PretrainingDataLoader,
+        return _Allocation(cfg, denv, tokenizer, vocab_size, accum, resume, ledger, PretrainingDataLoader,
                            info).run()
     finally:  # every exit path, errors included, ends the process group (see shutdown)
         shutdown()
@@ -152,8 +121,11 @@ class _Allocation:
     is one method, so ``run`` reads agree -> decide -> act from top to bottom.
     """
 
-    def __init__(self, cfg, denv, tokenizer, vocab_size, accum, meta, ledger, loader_cls, info):
+    def __init__(self, cfg, denv, tokenizer, vocab_size, accum, resume, ledger, loader_cls, info):
         s, v, run_dir = cfg.schedule, cfg.validation, cfg.checkpoint.output_dir
+        meta = resume.meta if resume else None
+        # --curve wsd: the LR plan in seconds (from the checkpoint, or moved by a budget change)
+        self.wsd = resume.plan if resume else (schedule.wsd_plan(s) if s.curve == "wsd" else None)
         self.cfg, self.tokenizer, self.vocab_size, self.accum, self.run_dir = cfg, tokenizer, vocab_size, accum, run_dir
         rank, world = self.rank, self.world = denv.rank, denv.world_size
         device = self.device = init_distributed(denv)
@@ -168,7 +140,8 @@ class _Allocation:
         self.loader = loader_cls(cfg.data.dataset_path, micro_batch_size=micro,
                                  rank=rank, world_size=world, seed=cfg.runtime.seed, vocab_size=vocab_size,
                                  dynamic_masking=cfg.data.dynamic_masking, mlm_probability=cfg.data.mlm_probability,
-                                 mask_token_id=tokenizer.mask_token_id, prefetch=max(1, cfg.data.num_workers))
+                                 mask_token_id=tokenizer.mask_token_id, prefetch=max(1, cfg.data.num_workers),
+                                 info=info)
         val_batches = self.loader.validation_batches(v.validation_micro_batch, v.validation_max_samples) \
             if v.do_validation else []
         self.val_batches = val_batches
@@ -187,8 +160,10 @@ class _Allocation:
             else:
                 set_rng_state(rank_state["rng"])
             self.state = TrainState(**meta["train_state"])
+            self.apply_budget_change(resume)
         # ---- the clock starts at the first step; everything before is startup ----------------
         self.elapsed0 = meta["elapsed_s"] if meta else 0.0
+        self.lr = self.lr_at(self.elapsed0)  # what a marker due at the first boundary reports
         self.clock = BudgetClock(s.budget_s, self.elapsed0, s.simulated_step_seconds if s.clock == "simulated" else None)
         rt = cfg.runtime
         wandb_run = (dict(project=cfg.checkpoint.project_name, name=cfg.checkpoint.job_name, entity=rt.wandb_entity,
@@ -198,14 +173,21 @@ class _Allocation:
         self.stop = StopFlag().install()
         self.deadline_end = allocation_end()
         self.save_s, self.step_s = 0.0, 0.0  # measured: they size the safety margin before the deadline
-        if ledger is None and rank == 0:
-            ledger = Ledger(run_dir, s.budget_s)
-        self.ledger = ledger
         startup_s = time.time() - PROCESS_START
-        if rank == 0:
-            ledger.begin_allocation(resumed_elapsed_s=self.elapsed0, step=self.state.step, startup_s=startup_s,
-                                    world_size=world)
+        self.ledger = self._begin_ledger(ledger, resume, startup_s) if rank == 0 else None
         self._announce(meta, startup_s)
+
+    def _begin_ledger(self, ledger: Ledger | None, resume, startup_s: float) -> Ledger:
+        """Rank 0: this allocation's record in the ledger (and the WSD warmup, a budget change)."""
+        ledger = ledger or Ledger(self.run_dir, self.cfg.schedule.budget_s)
+        if self.wsd is not None and ledger.warmup_s is None:
+            ledger.warmup_s = self.wsd.warmup_s
+        change = resume.change if resume else None
+        if change:
+            ledger.record_budget_change(change)
+        ledger.begin_allocation(resumed_elapsed_s=self.elapsed0, step=self.state.step, startup_s=startup_s,
+                                world_size=self.world, newest_elapsed_s=change.get("spent_s") if change else None)
+        return ledger
 
     def _announce(self, meta: dict | None, startup_s: float) -> None:
         """The allocation's first log line and its allocation_start event."""
@@ -214,8 +196,8 @@ class _Allocation:
                   f"{cfg.model.hidden_size}, vocab {self.vocab_size}); world size {world} on {self.device}; batch "
                   f"{cfg.optim.train_batch_size} = {cfg.optim.train_micro_batch_size_per_gpu} micro x {self.accum} accum x "
                   f"{world} ranks; budget {s.total_training_time:g} h ({s.budget_s:.0f} s, {s.clock} clock); "
-                  + (f"resumed {meta['tag']} at {self.elapsed0:.1f} s ({self.elapsed0 / s.budget_s:.1%}), saved "
-                     f"on {meta['world_size']} ranks" if meta else "fresh start")
+                  + (f"resumed {meta['tag']} at {self.elapsed0:.1f} s ({budget_progress(self.elapsed0, s.budget_s):.1%}), "
+                     f"saved on {meta['world_size']} ranks" if meta else "fresh start")
                   + f"; startup {startup_s:.1f} s" + (f" (compile {self.compile_s:.1f} s)" if self.compile_s else ""))
         self.events.emit("allocation_start", self.state.step, self.elapsed0, startup_s=startup_s, world_size=world,
                          compile_s=round(self.compile_s, 3),
@@ -237,7 +219,7 @@ class _Allocation:
                 self.step_s = time.monotonic() - t_step  # the agreement waited for the step to finish
             agreed = Agreed(StopCode(code), elapsed, nonfinite, epochs_ended)
             # decide: a pure function of the agreed values, the config and the state
-            d = decide(agreed, self.cfg, state)
+            d = decide(agreed, self.cfg, state, self.wsd)
             # act
             if d.stop is EndReason.ERROR:
                 self.diverged(loss_sum)
@@ -252,7 +234,7 @@ class _Allocation:
             if d.stop and not d.stop.finished:  # W&B: mark the run preempting before the save
                 self.events.stopping(state.step, elapsed, d.stop, d.cause)
             if d.checkpoint:
-                self.save_checkpoint(d.checkpoint, elapsed)
+                self.save_checkpoint(d.checkpoint, elapsed, d.decay_start)
             if d.stop:
                 break
             t_step = time.monotonic()
@@ -263,14 +245,18 @@ class _Allocation:
     def stop_code(self) -> StopCode:
         """This rank's request: a signal, or the allocation end closer than a save and a few steps."""
         near_deadline = self.deadline_end is not None and \
-            time.time() + max(10.0, 2.0 * self.save_s + 3.0 * self.step_s) >= self.deadline_end
+            time.time() + deadline_margin_s(self.save_s, self.step_s) >= self.deadline_end
         return max(self.stop.code, StopCode.DEADLINE if near_deadline else StopCode.NONE)
+
+    def lr_at(self, elapsed: float) -> float:
+        s = self.cfg.schedule
+        return schedule.learning_rate(self.cfg.optim.lr, s.lr_schedule, s.curve, s.warmup_proportion, elapsed,
+                                      s.budget_s, self.state.step, s.max_steps, self.wsd)
 
     def optimizer_step(self, batches, elapsed: float) -> tuple[torch.Tensor, int]:
         """One optimizer step (accum micro batches). No host sync: the loss stays on the device."""
-        s, state = self.cfg.schedule, self.state
-        self.lr = schedule.learning_rate(self.cfg.optim.lr, s.lr_schedule, s.curve, s.warmup_proportion, elapsed,
-                                         s.budget_s, state.step, s.max_steps)
+        state = self.state
+        self.lr = self.lr_at(elapsed)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         loss_sum, epochs_ended, self.step_ids = accumulate(self.engine, batches, self.accum, self.device)
@@ -279,6 +265,23 @@ class _Allocation:
         state.samples_seen += self.cfg.optim.train_batch_size
         state.epochs_done += epochs_ended
         return loss_sum, epochs_ended
+
+    def apply_budget_change(self, resume) -> None:
+        """After loading: the resumed state under a new budget's plan; rank 0 sets aside what the change
+        retires (the abandoned decay's checkpoints, the old budget's fine-tune checkpoints)."""
+        if resume.change is None or resume.change["kind"] == "lr_jump":
+            return
+        self.state.markers_done = []  # the markers are fractions of the new budget; the old ones are renamed
+        if resume.decay_started:  # the decay begins at the resumed checkpoint, which is pinned
+            self.state.decay_start_s = self.wsd.decay_start_s
+        barrier()  # every rank has loaded before rank 0 moves anything
+        if self.rank == 0:
+            budget_change.set_aside(self.run_dir, resume)
+            c = resume.change
+            log(0, f"budget {c['old_budget_s'] / 3600:.4g} h -> {c['new_budget_s'] / 3600:.4g} h ({c['kind']}): "
+                   f"resuming {c['from_tag']}; decay {self.wsd.decay_start_s:.0f} s -> {self.wsd.end_s:.0f} s from "
+                   f"{self.wsd.decay_from:.3g} x peak LR")
+        barrier()
 
     # ---- actions -----------------------------------------------------------------------------
     def print_step(self, loss_sum: torch.Tensor, elapsed: float) -> None:
@@ -315,20 +318,27 @@ class _Allocation:
     def snapshot_meta(self) -> dict:
         cfg, state = self.cfg, self.state
         return {"step": state.step, "train_state": dataclasses.asdict(state), "budget_s": cfg.schedule.budget_s,
+                **({"wsd": self.wsd.to_dict()} if self.wsd else {}),
                 "world_size": self.world, "vocab_size": self.vocab_size, "config": flat_dict(cfg),
                 "model_shape": {f: getattr(cfg.model, f) for f in SHAPE_FIELDS}}
 
-    def save_checkpoint(self, why: str, agreed_elapsed: float) -> None:
+    def save_checkpoint(self, why: str, agreed_elapsed: float, decay_start: bool = False) -> None:
         state, clock = self.state, self.clock
         t0 = time.monotonic()
         with clock.phase("checkpoint"):
             state.last_checkpoint_elapsed_s, state.last_checkpoint_epoch = agreed_elapsed, state.epochs_done
-            tag = save_training_checkpoint(self.engine, self.run_dir, self.rank, state.step, self.snapshot_meta(),
+            if decay_start:  # the state of any longer run here: kept by the rotation, found by an extension
+                state.decay_start_s = self.wsd.decay_start_s
+            meta = {**self.snapshot_meta(), **({"pinned": budget_change.PINNED} if decay_start else {})}
+            tag = save_training_checkpoint(self.engine, self.run_dir, self.rank, state.step, meta,
                                            {"rng": rng_state(), "loader": self.loader.state_dict()},
                                            self.cfg.checkpoint.keep_checkpoints, clock.elapsed)
         self.save_s = time.monotonic() - t0
         self.events.emit("checkpoint", state.step, clock.elapsed(), tag=tag, reason=why, seconds=round(self.save_s, 3))
         if self.rank == 0:
+            if decay_start:
+                self.ledger.decay_start_checkpoints.append({"tag": tag, "step": state.step, "elapsed_s": agreed_elapsed,
+                                                            "budget_s": self.cfg.schedule.budget_s})
             self.ledger.heartbeat(clock, state.step, saved=True)
 
     def save_hf(self, name: str, extra: dict) -> None:

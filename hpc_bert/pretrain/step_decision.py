@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from hpc_bert.pretrain import schedule
+from hpc_bert.pretrain.clock import budget_progress
 from hpc_bert.pretrain.distributed import StopCode
 from hpc_bert.end_reason import EndReason
 
@@ -27,6 +28,7 @@ class TrainState:
     last_checkpoint_elapsed_s: float = 0.0
     last_checkpoint_epoch: int = 0
     last_val_loss: float | None = None
+    decay_start_s: float | None = None  # --curve wsd: the decay start whose checkpoint is saved (or not needed)
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,10 @@ class Decision:
     checkpoint: str | None = None      # why a training checkpoint is saved now ("periodic" or the stop reason)
     stop: EndReason | None = None      # why the allocation ends now, or None to keep training
     cause: str = ""                    # what triggered the stop, for the log
+    decay_start: bool = False          # --curve wsd: the decay begins; the checkpoint is pinned
 
 
-def decide(agreed: Agreed, cfg, state: TrainState) -> Decision:
+def decide(agreed: Agreed, cfg, state: TrainState, wsd: schedule.WsdPlan | None = None) -> Decision:
     """What is due now. Order of precedence:
 
     1. A non-finite loss stops with ``error`` and nothing else happens: no validation, no
@@ -67,7 +70,7 @@ def decide(agreed: Agreed, cfg, state: TrainState) -> Decision:
     if agreed.nonfinite_loss:
         return Decision(stop=EndReason.ERROR, cause="non-finite loss")
     s, v = cfg.schedule, cfg.validation
-    elapsed, progress = agreed.elapsed_s, agreed.elapsed_s / s.budget_s
+    elapsed, progress = agreed.elapsed_s, budget_progress(agreed.elapsed_s, s.budget_s)
     validate = ()
     if v.do_validation:
         ended = range(state.epochs_done - agreed.epochs_ended + 1, state.epochs_done + 1)
@@ -76,18 +79,21 @@ def decide(agreed: Agreed, cfg, state: TrainState) -> Decision:
             epochs_middle=v.validation_epochs, epochs_end=v.validation_epochs_end,
             begin_proportion=v.validation_begin_proportion, end_proportion=v.validation_end_proportion))
     markers = tuple(schedule.markers_due(progress, s.finetune_time_markers, state.markers_done))
-    early_exit_s = None if s.early_exit_time_marker is None else s.early_exit_time_marker * 3600.0
-    stop, cause = schedule.stop_reason(elapsed, s.budget_s, early_exit_s), "schedule"
+    stop, cause = schedule.stop_reason(elapsed, s.budget_s, s.early_exit_s), "schedule"
     if stop is None and agreed.stop_code != StopCode.NONE:
         code = StopCode(agreed.stop_code)
         stop, cause = code.reason, code.cause
+    decay_start = wsd is not None and elapsed >= wsd.decay_start_s and state.decay_start_s != wsd.decay_start_s
     if stop is not None:
         checkpoint = stop
+    elif decay_start:
+        checkpoint = "decay_start"
     elif periodic_checkpoint_due(cfg.checkpoint, state, elapsed):
         checkpoint = "periodic"
     else:
         checkpoint = None
-    return Decision(validate=validate, markers=markers, checkpoint=checkpoint, stop=stop, cause=cause)
+    return Decision(validate=validate, markers=markers, checkpoint=checkpoint, stop=stop, cause=cause,
+                    decay_start=decay_start)
 
 
 def periodic_checkpoint_due(ck, state: TrainState, elapsed_s: float) -> bool:
