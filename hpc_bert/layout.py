@@ -16,6 +16,13 @@ RUN_DIR/
   glue_results.md / .csv     the GLUE table
   wandb_run.json, wandb/     the W&B run id that every allocation resumes, W&B's files
   chain.json                 job ids of the submitted chain (status, submit --cancel)
+  sweep_failed.json          a sweep member's pretraining failed (why, when): not rerun without --retry_failed
+
+SWEEP_DIR/ (python -m hpc_bert.sweep)
+  sweep.json                 the grid's members and each submission's job ids (status, --cancel, resubmit)
+  sweep_results.md / .csv    the leaderboard
+  submitit/                  the pretraining job array's scripts and logs
+  <member>/                  each member's run dir, as above
 """
 from __future__ import annotations
 
@@ -38,6 +45,10 @@ GLUE_TABLE_CSV = "glue_results.csv"
 COMPILE_CACHE_DIR = "compile_cache"    # Inductor's cache for --compile, kept across allocations
 WANDB_RUN_FILE = "wandb_run.json"      # the W&B run id every allocation resumes (--report_to wandb)
 CHAIN_FILE = "chain.json"              # job ids of the submitted chain, for status and --cancel
+MEMBER_FAILED = "sweep_failed.json"    # a sweep member's pretraining failed
+SWEEP_FILE = "sweep.json"              # SWEEP_DIR: the members and the submissions
+SWEEP_RESULTS_MD = "sweep_results.md"  # SWEEP_DIR: the leaderboard
+SWEEP_RESULTS_CSV = "sweep_results.csv"
 
 
 def marker_name(fraction: float) -> str:
