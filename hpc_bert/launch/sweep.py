@@ -88,7 +88,8 @@ def _check_shared_flags(rest: list[str], grid: Grid) -> None:
                             "prepare (or one submit --prepare), then sweep")
         if name in ("config", "pretrain_config", "run_dir", "output_dir"):
             raise UserError(f"--{name} is set by the sweep (the grid's base:, SWEEP_DIR/MEMBER): drop it")
-        if name in grid.axes:
+        # a flag some members set is their default for the others; one every member sets is a mistake
+        if all(name in m.values for m in grid.members):
             raise UserError(f"--{name} is an axis of the grid {grid.path}: drop the flag, or the axis")
 
 
