@@ -46,7 +46,7 @@ def test_sweep_preempted_task_requeued_alone_failed_member_glue_cancelled(slurm_
     sweep_dir = tmp_path / "sweep"
     # each member's pretraining task gets a node of its own (so preempting one touches no other);
     # GLUE, aggregation and leaderboard share nodes
-    r = run("hpc_bert.sweep", "--cluster", "slurm", "--budget", "0.015", "--allocation_hours", "0.1",
+    r = run("hpc_bert.sweep", "--cluster", "slurm", "--budget", "0.025", "--allocation_hours", "0.1",
             "--grid", str(grid), "--sweep_dir", str(sweep_dir), "--glue", str(glue), "--partition", "debug",
             "--cpus_per_task", "1", "--slurm_additional", "exclusive", "--glue_slurm_additional", "exclusive=",
             "--finetune_time_markers", "0.5", *without(pretrain_flags(inputs), "lr"))
@@ -107,7 +107,7 @@ def test_sweep_preempted_task_requeued_alone_failed_member_glue_cancelled(slurm_
     assert sum(r["best"] == "yes" for r in rows.values()) == 1
     wait_until(lambda: not queued(slurm_cluster, all_ids), 120, "the sweep to leave the queue")
     # resubmitting continues: nothing is done twice, the failed member only with --retry_failed
-    again = run("hpc_bert.sweep", "--cluster", "slurm", "--budget", "0.015", "--allocation_hours", "0.1",
+    again = run("hpc_bert.sweep", "--cluster", "slurm", "--budget", "0.025", "--allocation_hours", "0.1",
                 "--grid", str(grid), "--sweep_dir", str(sweep_dir), "--glue", str(glue), "--partition", "debug",
                 "--cpus_per_task", "1", "--finetune_time_markers", "0.5", "--dry_run",
                 *without(pretrain_flags(inputs), "lr"))

@@ -216,11 +216,11 @@ def run_slurm(sp: SweepPlan, names: list[str]) -> int:
             submission["aggregations"][name] = agg
         write_record(sp, record["submissions"])
     aggs = list(submission["aggregations"].values())
-    after = "afterany:" + (":".join(aggs) if aggs else array_id)
+    after = ":".join(aggs) if aggs else array_id  # the executor writes afterany:<after>
     submission["leaderboard"] = leaderboard_executor(sp, after).submit(
         leaderboard.LeaderboardTask(sp.sweep.sweep_dir, workdir)).job_id
     write_record(sp, record["submissions"])
-    print(f"hpc_bert: leaderboard job {submission['leaderboard']} ({after}); watch it with: "
+    print(f"hpc_bert: leaderboard job {submission['leaderboard']} (afterany:{after}); watch it with: "
           f"python -m hpc_bert.status {sp.sweep.sweep_dir}", flush=True)
     return 0
 
