@@ -114,3 +114,39 @@ def test_sweep_preempted_task_requeued_alone_failed_member_glue_cancelled(slurm_
     assert again.returncode == 0, again.stderr
     assert f"not rerun: {names[0]} (done), {names[1]} (failed), {names[2]} (done); pass --retry_failed" in again.stdout
     assert Ledger.load(one) is not None
+
+
+def test_sweep_cancel_saves_every_member_then_the_same_command_continues(slurm_cluster, inputs,  # noqa: F811
+                                                                        tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("base: configs/pretrain/tiny.yaml\naxes:\n  lr: [3.0e-3, 1.0e-3]\n")
+    sweep_dir = tmp_path / "sweep"
+    args = ["--cluster", "slurm", "--budget", "0.02", "--allocation_hours", "0.1", "--grid", str(grid),
+            "--sweep_dir", str(sweep_dir), "--partition", "debug", "--cpus_per_task", "1",
+            *without(pretrain_flags(inputs), "lr")]
+    r = run("hpc_bert.sweep", *args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    record = json.load(open(sweep_dir / "sweep.json"))
+    members = [m["run_dir"] for m in record["members"]]
+    ids = {record["submissions"][-1]["array"], record["submissions"][-1]["leaderboard"]}
+    for m in members:
+        wait_until(lambda: sum(e["event"] == "train" for e in read_events(m)) >= 2, 240, f"{m} to train", interval=1)
+    c = run("hpc_bert.sweep", "--cancel", str(sweep_dir), timeout=900)
+    assert c.returncode == 0, c.stdout + c.stderr
+    assert c.stdout.count("sent USR2") == 2 and "cancelled the leaderboard job" in c.stdout
+    wait_until(lambda: not queued(slurm_cluster, ids), 120, "the cancelled sweep to leave the queue")
+    for m in members:
+        led = Ledger.load(m)
+        assert len(led.allocations) == 1 and led.current.end_reason == "timeout" and not led.totals()["done"]
+    assert not (sweep_dir / "sweep_results.md").exists()  # the leaderboard job was cancelled first
+    status = run("hpc_bert.status", str(sweep_dir))
+    assert status.stdout.count("| cancelled |") == 2, status.stdout
+    r = run("hpc_bert.sweep", *args)  # the same command continues both budgets
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_until(lambda: (sweep_dir / "sweep_results.csv").exists(), 600, "the leaderboard", interval=2)
+    for m in members:
+        led = Ledger.load(m)
+        assert [a.end_reason for a in led.allocations] == ["timeout", "budget_done"]
+        assert led.allocations[1].elapsed_begin_s > 0  # resumed the cancel's checkpoint
+    rows = list(csv.DictReader(open(sweep_dir / "sweep_results.csv")))
+    assert [r["state"] for r in rows] == ["done", "done"] and all(r["allocations"] == "2" for r in rows)

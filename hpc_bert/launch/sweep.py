@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -194,12 +195,28 @@ def leaderboard_executor(sp: SweepPlan, after: str | None):
 
 
 def run_slurm(sp: SweepPlan, names: list[str]) -> int:
+    """Submit the array, each member's GLUE stages, the leaderboard. Should sbatch refuse one job
+    midway, the jobs already submitted are cancelled: a sweep is submitted whole or not at all."""
+    submitted: list[str] = []
+    try:
+        _submit_all(sp, names, submitted)
+    except Exception as e:  # sbatch's refusal arrives as submitit's FailedJobError
+        if submitted:
+            subprocess.run(["scancel", *submitted], capture_output=True, timeout=60)
+        why = " ".join(str(e).split())[-300:]
+        raise UserError(f"sbatch refused a job of the sweep ({why}); the {len(submitted)} jobs already submitted "
+                        "were cancelled: fix the cause and run the same command again") from None
+    return 0
+
+
+def _submit_all(sp: SweepPlan, names: list[str], submitted: list[str]) -> None:
     record = leaderboard.read_sweep(sp.sweep.sweep_dir)
     workdir = os.getcwd()
     pretrain_jobs = [PretrainJob(sp.plans[n].train_argv, sp.plans[n].run_dir, sp.plans[n].max_requeues, workdir)
                      for n in names]
     array = pretrain_array_executor(sp, len(names)).map_array(MemberPretrainTask(), pretrain_jobs)
     array_id = array[0].job_id.split("_")[0]
+    submitted.append(array_id)
     submission = {"submitted": time.time(), "array": array_id, "tasks": {n: i for i, n in enumerate(names)},
                   "aggregations": {}, "leaderboard": None}
     record["submissions"].append(submission)
@@ -211,7 +228,10 @@ def run_slurm(sp: SweepPlan, names: list[str]) -> int:
         chain = dict(run_dir=p.run_dir, cluster="slurm", jobs={"pretrain": array[i].job_id}, logs=sp.array.folder,
                      allocation_hours=p.sub.allocation_hours)
         record_chain(**chain, glue_tasks=0)
-        agg = submit.submit_glue_stages(p, array[i].job_id, chain)
+        try:
+            agg = submit.submit_glue_stages(p, array[i].job_id, chain)
+        finally:
+            submitted += [j for role, j in chain["jobs"].items() if role != "pretrain"]
         if agg:
             submission["aggregations"][name] = agg
         write_record(sp, record["submissions"])
@@ -222,7 +242,6 @@ def run_slurm(sp: SweepPlan, names: list[str]) -> int:
     write_record(sp, record["submissions"])
     print(f"hpc_bert: leaderboard job {submission['leaderboard']} (afterany:{after}); watch it with: "
           f"python -m hpc_bert.status {sp.sweep.sweep_dir}", flush=True)
-    return 0
 
 
 def run_local(sp: SweepPlan, names: list[str]) -> int:
