@@ -40,7 +40,8 @@ def test_dry_run_of_the_paper_grid_matches_golden_file():
 
 def test_member_names_are_readable_and_distinct():
     assert member_name({"lr": 2e-3, "train_batch_size": 4096}) == "lr2e-3_bs4096"
-    assert member_name({"curve": "exp", "warmup_proportion": 0.06}) == "curveexp_wu0.06"
+    assert member_name({"curve": "exp", "warmup_proportion": 0.06}) == "curve-exp_wu0.06"
+    assert member_name({"dataset_path": "/data/shards-b/", "lr": 1e-3}) == "dataset_path-shards-b_lr1e-3"
     assert flag_value(5e-4) == "5e-4" and flag_value(True) == "true" and flag_value([0.25, 0.5]) == "0.25,0.5"
     grid = load(os.path.join(REPO, "configs", "sweep", "paper-lr-batch.yaml"))
     assert len(grid.members) == 6 and len({m.name for m in grid.members}) == 6

@@ -27,7 +27,7 @@ from hpc_bert.config.flags import field, parse_config
 from hpc_bert.errors import UserError, exit_on_user_error
 from hpc_bert.launch import leaderboard, submit
 from hpc_bert.launch.jobs import PretrainJob
-from hpc_bert.launch.queue import record_chain
+from hpc_bert.launch.queue import error_line, record_chain
 from hpc_bert.launch.sweep_grid import Grid, load, member_table
 from hpc_bert.layout import MEMBER_FAILED, SWEEP_FILE
 
@@ -172,13 +172,24 @@ class MemberPretrainTask:
         except Exception as e:
             from hpc_bert.launch.cancel import cancel_requested
             if not cancel_requested(job.run_dir):
-                leaderboard.mark_failed(job.run_dir, f"{type(e).__name__}: {e}")
+                leaderboard.mark_failed(job.run_dir, _error_line(e))
             raise
 
     def checkpoint(self, job: PretrainJob):
         """A time-limit signal before the trainer started: requeue unchanged (the state is in the run dir)."""
         import submitit
         return submitit.helpers.DelayedSubmission(self, job)
+
+
+def _error_line(e: Exception) -> str:
+    """Why the member failed: the trainer's one-line error in this task's log, else the exception."""
+    import submitit
+    sys.stderr.flush()
+    try:
+        line = error_line(str(submitit.JobEnvironment().paths.stderr))
+    except RuntimeError:  # not inside a submitit job
+        line = None
+    return line or f"{type(e).__name__}: {e}"
 
 
 def pretrain_array_executor(sp: SweepPlan, count: int):

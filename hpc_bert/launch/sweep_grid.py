@@ -80,8 +80,14 @@ def _normalized(value):
     return value
 
 
+def _short(value) -> str:
+    text = flag_value(value)
+    return os.path.basename(text.rstrip("/")) if "/" in text else text  # a path: its last part
+
+
 def member_name(values: dict) -> str:
-    parts = [SHORT_NAMES.get(k, k) + flag_value(v) for k, v in values.items()]
+    # numbers follow the flag's short name (lr2e-3, bs4096); words after a dash (curve-exp)
+    parts = [SHORT_NAMES.get(k, k) + ("-" if _short(v)[:1].isalpha() else "") + _short(v) for k, v in values.items()]
     return re.sub(r"[^A-Za-z0-9._+=-]+", "-", "_".join(parts)) or "base"
 
 
