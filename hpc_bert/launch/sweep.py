@@ -279,7 +279,7 @@ def dry_run(sp: SweepPlan, names: list[str]) -> int:
               "show: pass --cluster slurm --dry_run to see the sbatch scripts", flush=True)
         return 0
     first = sp.plans[names[0]]
-    print(f"#### pretraining array: {len(names)} members, task i = member i ####")
+    print(f"#### pretraining array: {len(names)} member{'s' * (len(names) != 1)}, task i = member i ####")
     print(submit.sbatch_text(pretrain_array_executor(sp, len(names)), array_size=len(names)))
     if first.glue_runs:
         from hpc_bert.glue.grid import rounds
@@ -311,7 +311,8 @@ def main(argv=None) -> int:
     skipped = [n for n in run_dirs if n not in names]
     if skipped:
         print(f"hpc_bert: not rerun: {', '.join(f'{n} ({states[n]})' for n in skipped)}"
-              + ("; pass --retry_failed to rerun failed members" if "failed" in states.values() else ""), flush=True)
+              + ("; pass --retry_failed to rerun failed members" if any(states[n] == "failed" for n in skipped)
+                 else ""), flush=True)
     if p.sub.dry_run:
         return dry_run(sp, names or list(run_dirs))
     if not names:
