@@ -18,6 +18,13 @@ RUN_DIR/
   chain.json                 job ids of the submitted chain (status, submit --cancel)
   submit_args.json           the submit flags of the chain, for submit --run_dir R --budget H
   abandoned_checkpoints/     after an extension: the abandoned decay's training checkpoints, by old budget
+  sweep_failed.json          a sweep member's pretraining failed (why, when): not rerun without --retry_failed
+
+SWEEP_DIR/ (python -m hpc_bert.sweep)
+  sweep.json                 the grid's members and each submission's job ids (status, --cancel, resubmit)
+  sweep_results.md / .csv    the leaderboard
+  submitit/                  the pretraining job array's scripts and logs
+  <member>/                  each member's run dir, as above
 """
 from __future__ import annotations
 
@@ -45,6 +52,10 @@ WANDB_RUN_FILE = "wandb_run.json"      # the W&B run id every allocation resumes
 CHAIN_FILE = "chain.json"              # job ids of the submitted chain, for status and --cancel
 SUBMIT_ARGS_FILE = "submit_args.json"  # submit's flags, so a budget change needs only --run_dir and --budget
 ABANDONED_DIR = "abandoned_checkpoints"  # <budget label>/step_*: a decay an extension restarted, never resumed
+MEMBER_FAILED = "sweep_failed.json"    # a sweep member's pretraining failed
+SWEEP_FILE = "sweep.json"              # SWEEP_DIR: the members and the submissions
+SWEEP_RESULTS_MD = "sweep_results.md"  # SWEEP_DIR: the leaderboard
+SWEEP_RESULTS_CSV = "sweep_results.csv"
 
 
 def budget_label(budget_s: float) -> str:

@@ -35,10 +35,14 @@ class DistEnv:
 
 
 def master_port(job_id: str | int | None) -> int:
-    """The rendezvous port of a job: a function of its (array) job id, so that every task of
-    the job computes the same one and jobs sharing a node differ."""
-    head = str(job_id or "").split("_")[0]
-    return PORT_BASE + int(head) % PORT_SPAN if head.isdigit() else DEFAULT_PORT
+    """The rendezvous port of a job: a function of its job id, so that every rank of the job
+    computes the same one and jobs sharing a node differ. The tasks of a job array (``A_i``) are
+    separate allocations that may share a node: each gets its own, from A + i (SLURM numbers
+    array tasks from A on)."""
+    head, _, task = str(job_id or "").partition("_")
+    if not head.isdigit():
+        return DEFAULT_PORT
+    return PORT_BASE + (int(head) + (int(task) if task.isdigit() else 0)) % PORT_SPAN
 
 
 def _scontrol(*args: str) -> str:
@@ -118,7 +122,7 @@ def allocation_end(env: Mapping[str, str] = os.environ) -> float | None:
 def slurm_end_time(slurm_job_id: str) -> float | None:
     """Unix time at which SLURM will end this allocation (its EndTime), if it says."""
     try:
-        out = subprocess.run(["squeue", "-h", "-j", str(slurm_job_id).split("_")[0], "-o", "%e"],
+        out = subprocess.run(["squeue", "-h", "-j", str(slurm_job_id), "-o", "%e"],
                              capture_output=True, text=True, timeout=30).stdout.strip().splitlines()
         if out and out[0] not in ("N/A", "Unknown", "NONE"):
             return time.mktime(time.strptime(out[0], "%Y-%m-%dT%H:%M:%S"))

@@ -18,6 +18,7 @@ ENTRY_POINTS = [
     (["hpc_bert.train", "--help"], "--zero_stage", "{0,1,2,3} (default: 0)"),
     (["hpc_bert.finetune", "--help"], "--learning_rate", "(default: 5e-05)"),
     (["hpc_bert.schedule", "--help"], "--warmup_proportion", "(default: 0.06)"),
+    (["hpc_bert.sweep", "--help"], "--array_parallelism", "(default: 0)"),
     (["hpc_bert.status", "--help"], "--plot", "(default: None)"),
     (["hpc_bert.demo", "--help"], "--run_dir", "(default: runs/demo)"),
     (["hpc_bert.data", "--help"], "prepare", ""),

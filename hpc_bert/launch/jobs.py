@@ -103,8 +103,9 @@ class PretrainJob:
                 from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE  # the LocalExecutor relaunches on it
                 sys.exit(LOCAL_REQUEUE_RETURN_CODE)
             if rank == 0:
-                # SLURM puts the job back in the queue and ends this allocation (as submitit does).
-                subprocess.run(["scontrol", "requeue", job_id.split("_")[0]], check=False, timeout=60)
+                # SLURM puts the job back in the queue and ends this allocation (as submitit does);
+                # an array task (A_i) alone, never its whole array.
+                subprocess.run(["scontrol", "requeue", job_id], check=False, timeout=60)
             sys.exit(EXIT_REQUEUE)
         ignore_late_stop_signals()
         return 0

@@ -1,4 +1,5 @@
-"""``python -m hpc_bert.status RUN_DIR [--plot FILE.png] [--watch [SECONDS]]``: where a budgeted run stands.
+"""``python -m hpc_bert.status RUN_DIR [--plot FILE.png] [--watch [SECONDS]]``: where a budgeted run stands
+(a sweep dir: its leaderboard, launch/leaderboard.py).
 
 The ledger, budget spent and its ETA, markers, validations and GLUE results from the run dir;
 and, for a chain that submit sent to SLURM (RUN_DIR/chain.json), each job's queue state from
@@ -15,7 +16,7 @@ import time
 from hpc_bert.pretrain.checkpoint_index import find_latest
 from hpc_bert.pretrain.clock import Ledger
 from hpc_bert.errors import UserError, exit_on_user_error
-from hpc_bert.launch import queue
+from hpc_bert.launch import leaderboard, queue
 from hpc_bert.layout import FINETUNE_DIR, GLUE_DIR, GLUE_RESULTS, GLUE_TABLE_MD, LEDGER_NAME, read_events
 
 
@@ -196,6 +197,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.watch is not None and args.watch <= 0:
         raise UserError(f"--watch {args.watch:g}: the refresh interval must be > 0 seconds, e.g. --watch 30")
+    if leaderboard.is_sweep_dir(args.run_dir):  # a sweep dir: the live leaderboard, every member's loss
+        print(leaderboard.render_live(args.run_dir))
+        if args.plot:
+            leaderboard.plot(args.run_dir, args.plot)
+            print(f"plot: {args.plot}")
+        return 0
     if args.watch is None:
         print(render(args.run_dir))
     else:

@@ -9,9 +9,7 @@ It validates the inputs (nothing is submitted while one is wrong), then submits
 With ``--cluster local`` the same chain runs on this machine through submitit's
 LocalExecutor (which emulates the time limit and requeues), one job after the other.
 Flags not listed here are pretraining flags (``--lr 2e-3``) and go to the trainer.
-``--slurm_additional`` / ``--setup`` add site options to every job (cluster_options.py); the
-chain's job ids go to RUN_DIR/chain.json for ``status``; ``--cancel RUN_DIR`` stops the chain
-(cancel.py).
+Site options: cluster_options.py; job ids: RUN_DIR/chain.json (status); --cancel: cancel.py.
 """
 from __future__ import annotations
 
@@ -294,31 +292,38 @@ def main(argv=None) -> int:
 
 
 def run_slurm(p: Plan, data_job_id: str | None = None) -> int:
-    pretrain, glue, aggregate = _tasks(p)
-    pre = pretrain_executor(p, data_job_id).submit(pretrain)
-    jobs = {"pretrain": pre.job_id}
-    chain = dict(run_dir=p.run_dir, cluster="slurm", jobs=jobs, logs=p.folder, allocation_hours=p.sub.allocation_hours)
-    # recorded at once (and after each stage): a chain half submitted is still visible to status and --cancel
-    record_chain(**chain, glue_tasks=0)
+    pre = pretrain_executor(p, data_job_id).submit(_tasks(p)[0])
+    chain = dict(run_dir=p.run_dir, cluster="slurm", jobs={"pretrain": pre.job_id}, logs=p.folder,
+                 allocation_hours=p.sub.allocation_hours)
+    record_chain(**chain, glue_tasks=0)  # at once, and after each stage: status / --cancel see a half chain
     print(f"hpc_bert: pretraining job {pre.job_id}", flush=True)
-    if p.glue_runs:
-        first, second, origins = rounds(p.glue_runs)
-        glue_jobs = glue_executor(p, pre.job_id).map_array(glue, first)
-        array_id = arrays = jobs["glue_array"] = glue_jobs[0].job_id.split("_")[0]
-        record_chain(**chain, glue_tasks=len(first))
-        if second:  # start_from: round two waits for the array tasks whose models it starts from
-            after = ":".join(glue_jobs[first.index(i)].job_id for i in origins)
-            second_id = jobs["glue_round2"] = glue_executor(p, after).map_array(glue, second)[0].job_id.split("_")[0]
-            arrays = f"{array_id}:{second_id}"
-            record_chain(**chain, glue_tasks=len(first), glue_round2_tasks=len(second))
-            print(f"hpc_bert: GLUE second round: array {second_id} ({len(second)} tasks, afterok:{after})", flush=True)
-        agg = aggregate_executor(p, arrays).submit(aggregate)
-        jobs["aggregate"] = agg.job_id
-        record_chain(**chain, glue_tasks=len(first), glue_round2_tasks=len(second))
-        print(f"hpc_bert: GLUE array {array_id} ({len(first)} tasks, afterok:{pre.job_id}); "
-              f"aggregation {agg.job_id} (afterany:{arrays})", flush=True)
+    submit_glue_stages(p, pre.job_id, chain)
     print(f"hpc_bert: watch it with: python -m hpc_bert.status {p.run_dir}", flush=True)
     return 0
+
+
+def submit_glue_stages(p: Plan, pretrain_job_id: str, chain: dict) -> str | None:
+    """GLUE array(s) afterok on the pretraining job (or array task ``A_i``), then the aggregation;
+    each recorded in ``chain`` as submitted. Returns the aggregation's job id (None: no GLUE)."""
+    if not p.glue_runs:
+        return None
+    (_, glue, aggregate), jobs = _tasks(p), chain["jobs"]
+    first, second, origins = rounds(p.glue_runs)
+    glue_jobs = glue_executor(p, pretrain_job_id).map_array(glue, first)
+    array_id = arrays = jobs["glue_array"] = glue_jobs[0].job_id.split("_")[0]
+    record_chain(**chain, glue_tasks=len(first))
+    if second:  # start_from: round two waits for the array tasks whose models it starts from
+        after = ":".join(glue_jobs[first.index(i)].job_id for i in origins)
+        second_id = jobs["glue_round2"] = glue_executor(p, after).map_array(glue, second)[0].job_id.split("_")[0]
+        arrays = f"{array_id}:{second_id}"
+        record_chain(**chain, glue_tasks=len(first), glue_round2_tasks=len(second))
+        print(f"hpc_bert: GLUE second round: array {second_id} ({len(second)} tasks, afterok:{after})", flush=True)
+    agg = aggregate_executor(p, arrays).submit(aggregate)
+    jobs["aggregate"] = agg.job_id
+    record_chain(**chain, glue_tasks=len(first), glue_round2_tasks=len(second))
+    print(f"hpc_bert: GLUE array {array_id} ({len(first)} tasks, afterok:{pretrain_job_id}); "
+          f"aggregation {agg.job_id} (afterany:{arrays})", flush=True)
+    return agg.job_id
 
 
 def dry_run(p: Plan) -> int:
