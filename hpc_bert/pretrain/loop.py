@@ -212,8 +212,8 @@ class _Allocation:
         self.ledger = ledger
         startup_s = time.time() - PROCESS_START
         if rank == 0:
-            if self.wsd is not None and ledger.warmup_s is None:
-                ledger.warmup_s = self.wsd.warmup_s
+            # the budget now (a fresh start may follow a crash under another one); wsd: the plan's warmup
+            ledger.budget_s, ledger.warmup_s = s.budget_s, (self.wsd.warmup_s if self.wsd else ledger.warmup_s)
             if resume and resume.change:
                 ledger.record_budget_change(resume.change)
             ledger.begin_allocation(resumed_elapsed_s=self.elapsed0, step=self.state.step, startup_s=startup_s,
