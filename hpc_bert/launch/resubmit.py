@@ -16,6 +16,7 @@ from hpc_bert.launch.cancel import cancel_chain
 from hpc_bert.launch.queue import read_chain
 from hpc_bert.layout import SUBMIT_ARGS_FILE
 from hpc_bert.pretrain import budget_change
+from hpc_bert.pretrain.clock import Ledger
 from hpc_bert.runlock import check_not_live, live_owner
 
 CONFIG_FLAGS = ("--config", "--pretrain_config")
@@ -71,6 +72,9 @@ def check_run_dir(cfg) -> str | None:
     if not os.path.isdir(run_dir):
         return None
     change = check_budget_change(cfg)
+    ledger = Ledger.load(run_dir)  # a running chain may have no checkpoint yet: its ledger has the budget
+    if change is None and ledger is not None and abs(ledger.budget_s - cfg.schedule.budget_s) > 1e-6:
+        change = f"budget {ledger.budget_s / 3600:.4g} h -> {cfg.schedule.total_training_time:g} h"
     if not (change and running_slurm_chain(run_dir)):
         check_not_live(run_dir)
     return change

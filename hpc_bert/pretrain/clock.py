@@ -242,7 +242,7 @@ class Ledger:
         if (last.get("from_tag"), last.get("new_budget_s")) != (change.get("from_tag"), change["new_budget_s"]):
             self.budget_changes.append(change)
 
-    def heartbeat(self, clock: BudgetClock, step: int, saved: bool = False) -> None:
+    def heartbeat(self, clock: BudgetClock, step: int, saved: bool = False, decay_start_tag: str | None = None) -> None:
         a = self.current
         phases = clock.phase_totals()
         a.train_s, a.validation_s, a.checkpoint_s = phases["train"], phases["validation"], phases["checkpoint"]
@@ -250,6 +250,9 @@ class Ledger:
         a.step_last = step
         if saved:
             a.elapsed_saved_s = a.elapsed_last_s
+        if decay_start_tag:  # --curve wsd: the checkpoint just saved is where the decay begins
+            self.decay_start_checkpoints.append({"tag": decay_start_tag, "step": step, "elapsed_s": a.elapsed_last_s,
+                                                 "budget_s": self.budget_s})
         a.end_wall = time.time()
         self.save()
 

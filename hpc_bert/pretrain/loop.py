@@ -28,7 +28,7 @@ from hpc_bert.pretrain.checkpoint import (find_latest, load_training_checkpoint,
                                  save_finetune_checkpoint, save_training_checkpoint, set_rng_state,
                                  finetune_checkpoint_exists, check_free_space, checkpoint_bytes,
                                  complete_checkpoints, read_meta)
-from hpc_bert.pretrain.clock import BudgetClock, Ledger, budget_progress, deadline_margin_s
+from hpc_bert.pretrain.clock import BudgetClock, Ledger, deadline_margin_s
 from hpc_bert.pretrain.elastic import accumulation_steps, fresh_rng_state
 from hpc_bert.pretrain.engine import accumulate, deepspeed_config, initialize_engine
 from hpc_bert.config.flags import flat_dict
@@ -151,16 +151,7 @@ class _Allocation:
                                           if val_batches else None) if use_compile(cfg.runtime, device) else 0.0
         self.engine, self.optimizer = initialize_engine(model, build_optimizer(model, cfg.optim),
                                                         deepspeed_config(cfg, accum, device))
-        self.state = TrainState()
-        if meta is not None:
-            rank_state = load_training_checkpoint(self.engine, run_dir, rank, meta["tag"], meta["world_size"], world)
-            self.loader.load_state_dict(rank_state["loader"])
-            if rank_state["rng"] is None:  # another world size: per-rank streams cannot carry over
-                fresh_rng_state(cfg.runtime.seed, rank, meta["step"])
-            else:
-                set_rng_state(rank_state["rng"])
-            self.state = TrainState(**meta["train_state"])
-            self.apply_budget_change(resume)
+        self.state = self.restore(resume) if resume else TrainState()
         # ---- the clock starts at the first step; everything before is startup ----------------
         self.elapsed0 = meta["elapsed_s"] if meta else 0.0
         self.lr = self.lr_at(self.elapsed0)  # what a marker due at the first boundary reports
@@ -174,20 +165,8 @@ class _Allocation:
         self.deadline_end = allocation_end()
         self.save_s, self.step_s = 0.0, 0.0  # measured: they size the safety margin before the deadline
         startup_s = time.time() - PROCESS_START
-        self.ledger = self._begin_ledger(ledger, resume, startup_s) if rank == 0 else None
+        self.ledger = self.open_ledger(ledger, resume, startup_s) if rank == 0 else None
         self._announce(meta, startup_s)
-
-    def _begin_ledger(self, ledger: Ledger | None, resume, startup_s: float) -> Ledger:
-        """Rank 0: this allocation's record in the ledger (and the WSD warmup, a budget change)."""
-        ledger = ledger or Ledger(self.run_dir, self.cfg.schedule.budget_s)
-        if self.wsd is not None and ledger.warmup_s is None:
-            ledger.warmup_s = self.wsd.warmup_s
-        change = resume.change if resume else None
-        if change:
-            ledger.record_budget_change(change)
-        ledger.begin_allocation(resumed_elapsed_s=self.elapsed0, step=self.state.step, startup_s=startup_s,
-                                world_size=self.world, newest_elapsed_s=change.get("spent_s") if change else None)
-        return ledger
 
     def _announce(self, meta: dict | None, startup_s: float) -> None:
         """The allocation's first log line and its allocation_start event."""
@@ -196,13 +175,25 @@ class _Allocation:
                   f"{cfg.model.hidden_size}, vocab {self.vocab_size}); world size {world} on {self.device}; batch "
                   f"{cfg.optim.train_batch_size} = {cfg.optim.train_micro_batch_size_per_gpu} micro x {self.accum} accum x "
                   f"{world} ranks; budget {s.total_training_time:g} h ({s.budget_s:.0f} s, {s.clock} clock); "
-                  + (f"resumed {meta['tag']} at {self.elapsed0:.1f} s ({budget_progress(self.elapsed0, s.budget_s):.1%}), "
-                     f"saved on {meta['world_size']} ranks" if meta else "fresh start")
+                  + (f"resumed {meta['tag']} at {self.elapsed0:.1f} s ({self.clock.progress():.1%}), saved on "
+                     f"{meta['world_size']} ranks" if meta else "fresh start")
                   + f"; startup {startup_s:.1f} s" + (f" (compile {self.compile_s:.1f} s)" if self.compile_s else ""))
         self.events.emit("allocation_start", self.state.step, self.elapsed0, startup_s=startup_s, world_size=world,
                          compile_s=round(self.compile_s, 3),
                          **({"job_id": ledger.current.job_id, "restart_count": ledger.current.restart_count,
                              "allocation": len(ledger.allocations)} if rank == 0 else {}))
+
+    def open_ledger(self, ledger: Ledger | None, resume, startup_s: float) -> Ledger:
+        """Rank 0: this allocation's record, after the budget change (if any) that it starts under."""
+        s, change = self.cfg.schedule, resume.change if resume else None
+        ledger = ledger or Ledger(self.run_dir, s.budget_s)
+        # the budget now (a fresh start may follow a crash under another one); wsd: the plan's warmup
+        ledger.budget_s, ledger.warmup_s = s.budget_s, (self.wsd.warmup_s if self.wsd else ledger.warmup_s)
+        if change:
+            ledger.record_budget_change(change)
+        ledger.begin_allocation(resumed_elapsed_s=self.elapsed0, step=self.state.step, startup_s=startup_s,
+                                world_size=self.world, newest_elapsed_s=change["spent_s"] if change else None)
+        return ledger
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -266,22 +257,31 @@ class _Allocation:
         state.epochs_done += epochs_ended
         return loss_sum, epochs_ended
 
-    def apply_budget_change(self, resume) -> None:
-        """After loading: the resumed state under a new budget's plan; rank 0 sets aside what the change
-        retires (the abandoned decay's checkpoints, the old budget's fine-tune checkpoints)."""
-        if resume.change is None or resume.change["kind"] == "lr_jump":
-            return
-        self.state.markers_done = []  # the markers are fractions of the new budget; the old ones are renamed
+    def restore(self, resume) -> TrainState:
+        """Weights, optimizer, loader and RNG of the checkpoint ``resume`` names, and its state; under a new
+        budget, rank 0 then sets aside what the change retires (budget_change.set_aside)."""
+        meta, rank, c = resume.meta, self.rank, resume.change
+        rank_state = load_training_checkpoint(self.engine, self.run_dir, rank, meta["tag"], meta["world_size"],
+                                              self.world)
+        self.loader.load_state_dict(rank_state["loader"])
+        if rank_state["rng"] is None:  # another world size: per-rank streams cannot carry over
+            fresh_rng_state(self.cfg.runtime.seed, rank, meta["step"])
+        else:
+            set_rng_state(rank_state["rng"])
+        state = TrainState(**meta["train_state"])
+        if c is None or c["kind"] == "lr_jump":
+            return state
+        state.markers_done = []  # the markers are fractions of the new budget; the old ones are renamed
         if resume.decay_started:  # the decay begins at the resumed checkpoint, which is pinned
-            self.state.decay_start_s = self.wsd.decay_start_s
+            state.decay_start_s = self.wsd.decay_start_s
         barrier()  # every rank has loaded before rank 0 moves anything
-        if self.rank == 0:
+        if rank == 0:
             budget_change.set_aside(self.run_dir, resume)
-            c = resume.change
             log(0, f"budget {c['old_budget_s'] / 3600:.4g} h -> {c['new_budget_s'] / 3600:.4g} h ({c['kind']}): "
-                   f"resuming {c['from_tag']}; decay {self.wsd.decay_start_s:.0f} s -> {self.wsd.end_s:.0f} s from "
+                   f"resuming {c['from_tag']}; decay {self.wsd.decay_start_s:.0f} -> {self.wsd.end_s:.0f} s from "
                    f"{self.wsd.decay_from:.3g} x peak LR")
         barrier()
+        return state
 
     # ---- actions -----------------------------------------------------------------------------
     def print_step(self, loss_sum: torch.Tensor, elapsed: float) -> None:
@@ -336,10 +336,7 @@ class _Allocation:
         self.save_s = time.monotonic() - t0
         self.events.emit("checkpoint", state.step, clock.elapsed(), tag=tag, reason=why, seconds=round(self.save_s, 3))
         if self.rank == 0:
-            if decay_start:
-                self.ledger.decay_start_checkpoints.append({"tag": tag, "step": state.step, "elapsed_s": agreed_elapsed,
-                                                            "budget_s": self.cfg.schedule.budget_s})
-            self.ledger.heartbeat(clock, state.step, saved=True)
+            self.ledger.heartbeat(clock, state.step, saved=True, decay_start_tag=tag if decay_start else None)
 
     def save_hf(self, name: str, extra: dict) -> None:
         clock = self.clock
