@@ -86,6 +86,16 @@ def check_resume_compatible(meta: dict, cfg, vocab_size: int, world_size: int) -
                         "that divides it works)")
 
 
+def document_sep_id(model_cfg, info, tokenizer, device: str) -> int | None:
+    """The token that ends a document in the shards' rows when attention is per document, else None."""
+    if not model_cfg.document_attention(info.packing):
+        return None
+    if model_cfg.attention_kernel == "flex" and not device.startswith("cuda"):
+        raise UserError("--attention_kernel flex trains on CUDA only (FlexAttention has no CPU backward): "
+                        "use --attention_kernel sdpa on CPU")
+    return info.special_ids.get("sep_token_id", tokenizer.sep_token_id)
+
+
 def validate(engine, batches: list[dict], device: str, epoch: int) -> float:
     """Mean MLM loss over the fixed held-out set (all ranks' shares)."""
     engine.eval()
@@ -164,7 +174,9 @@ class _Allocation:
         micro = cfg.optim.train_micro_batch_size_per_gpu
         # static masks hold at most max_predictions_per_seq per row; dynamic masks have no cap
         max_predictions = None if cfg.data.dynamic_masking else info.max_predictions_per_seq
-        model = MaskedLM(hf_model, cfg.model.sparse_mask_prediction, max_predictions=max_predictions)
+        model = MaskedLM(hf_model, cfg.model.sparse_mask_prediction, max_predictions=max_predictions,
+                         document_sep_id=document_sep_id(cfg.model, info, tokenizer, device),
+                         attention_kernel=cfg.model.attention_kernel)
         n_params = self.n_params = count_parameters(model)
         check_free_space(run_dir, checkpoint_bytes(n_params))
         self.loader = loader_cls(cfg.data.dataset_path, micro_batch_size=micro,
@@ -208,7 +220,8 @@ class _Allocation:
             ledger.begin_allocation(resumed_elapsed_s=self.elapsed0, step=self.state.step, startup_s=startup_s,
                                     world_size=world)
         log(rank, f"model {n_params / 1e6:.2f}M params ({cfg.model.encoder_ln_mode}, {cfg.model.num_hidden_layers}x"
-                  f"{cfg.model.hidden_size}, vocab {vocab_size}); world size {world} on {device}; batch "
+                  f"{cfg.model.hidden_size}, vocab {vocab_size}, attention per "
+                  f"{'row' if model.document_sep_id is None else 'document'}); world size {world} on {device}; batch "
                   f"{cfg.optim.train_batch_size} = {micro} micro x {accum} accum x "
                   f"{world} ranks; budget {s.total_training_time:g} h ({s.budget_s:.0f} s, {s.clock} clock); "
                   + (f"resumed {meta['tag']} at {self.elapsed0:.1f} s ({self.elapsed0 / s.budget_s:.1%}), saved "
