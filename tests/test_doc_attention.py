@@ -5,14 +5,16 @@ own [SEP] tokens; tolerances are fp32 round-off (1e-6 absolute on logits of orde
 CPU the logits of the untouched document come out bit-identical).
 """
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from hpc_bert.config.pretrain import ModelConfig
-from hpc_bert.errors import ConfigError
+from hpc_bert.errors import ConfigError, UserError
 from hpc_bert.model.bert import IGNORE_INDEX, MaskedLM, build_hf_model
 from hpc_bert.model.doc_attention import document_ids, document_positions, mask_and_positions
+from hpc_bert.pretrain.loop import document_sep_id
 from pretrain_fixtures import tiny_flags, train, write_shards, write_vocab
 
 VOCAB, CLS, SEP, MASK = 64, 2, 3, 4
@@ -89,10 +91,16 @@ def test_flex_kernel_gives_the_sdpa_logits():
     assert (mlm_logits(sdpa, b)[real] - mlm_logits(flex, b)[real]).abs().max() <= 1e-5
 
 
-def test_flex_without_attention_dropout_only():
-    with pytest.raises(ConfigError, match="attention_probs_dropout_prob 0"):
-        ModelConfig(attention_kernel="flex")
-    assert ModelConfig(attention_kernel="flex", attention_probs_dropout_prob=0.0).attention_kernel == "flex"
+def test_flex_trains_on_cuda_without_attention_dropout_only():
+    info = SimpleNamespace(packing="full_sentences", special_ids={"sep_token_id": SEP})
+    with pytest.raises(UserError, match="CUDA only"):
+        document_sep_id(ModelConfig(attention_kernel="flex", attention_probs_dropout_prob=0.0), info, None, "cpu")
+    with pytest.raises(UserError, match="attention_probs_dropout_prob 0"):
+        document_sep_id(ModelConfig(attention_kernel="flex"), info, None, "cuda:0")
+    flex = ModelConfig(attention_kernel="flex", attention_probs_dropout_prob=0.0)
+    assert document_sep_id(flex, info, None, "cuda:0") == SEP
+    with pytest.raises(ConfigError, match="attention_scope document or auto"):
+        ModelConfig(attention_kernel="flex", attention_scope="row")
 
 
 def test_auto_scope_follows_the_shards_packing():

@@ -71,9 +71,6 @@ class ModelConfig:
                               f"--num_attention_heads {self.num_attention_heads}: pick a divisor")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             _fraction(name, getattr(self, name), False, True, "dropout is a probability below 1")
-        if self.attention_kernel == "flex" and self.attention_probs_dropout_prob > 0:
-            raise ConfigError("--attention_kernel flex has no attention dropout: pass "
-                              "--attention_probs_dropout_prob 0, or use --attention_kernel sdpa")
         if self.attention_kernel == "flex" and self.attention_scope == "row":
             raise ConfigError("--attention_kernel flex applies the document mask: use it with "
                               "--attention_scope document or auto, or drop it")

@@ -93,7 +93,11 @@ def document_sep_id(model_cfg, info, tokenizer, device: str) -> int | None:
     if model_cfg.attention_kernel == "flex" and not device.startswith("cuda"):
         raise UserError("--attention_kernel flex trains on CUDA only (FlexAttention has no CPU backward): "
                         "use --attention_kernel sdpa on CPU")
-    return info.special_ids.get("sep_token_id", tokenizer.sep_token_id)
+    if model_cfg.attention_kernel == "flex" and model_cfg.attention_probs_dropout_prob > 0:
+        raise UserError("--attention_kernel flex has no attention dropout: pass "
+                        "--attention_probs_dropout_prob 0, or use --attention_kernel sdpa")
+    recorded = info.special_ids.get("sep_token_id")  # ABB's files record none: the tokenizer's then
+    return tokenizer.sep_token_id if recorded is None else recorded
 
 
 def validate(engine, batches: list[dict], device: str, epoch: int) -> float:
