@@ -12,7 +12,7 @@ One run prints:
     python bench/data_prep.py                         # 200 MB and 2 GB
     python bench/data_prep.py --sizes_mb 50,500 --keep
 
-Goals (issue 18): RSS at 2 GB <= 1.5 GB and within 20% of the 200 MB figure; >= 5 MB/s per
+Goals: RSS at 2 GB <= 1.5 GB and within 20% of the 200 MB figure; >= 5 MB/s per
 core; >= 99% real tokens.
 """
 from __future__ import annotations

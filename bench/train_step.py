@@ -14,10 +14,15 @@ that load from elsewhere on the machine falls on both alike.
 
 Prints samples/s, real (non-padding) tokens/s, MFU with the FLOP count it uses, the ratios
 ours/bare and ours/HF, and host syncs + all-reduces per optimizer step for ours and for the
-loop as it was before issue 17 (a float() per micro batch, a boolean-index gather, two
+loop as it was before the sync-free step (a float() per micro batch, a boolean-index gather, two
 agreements per step), counted with hpc_bert.testing.syncs.
 
+``--doc_masking sdpa[,flex]``: rows packed like ``--packing full_sentences`` (a document ends every
+``--doc_tokens`` tokens on average) and ours timed again with per-document attention through each
+kernel, in the same alternating rounds: the cost of document masking (goal: within 5%).
+
     python bench/train_step.py [--preset small|base|large] [--steps 12] [--rounds 3] [--device cpu|cuda] [--bf16] [--compile]
+                               [--doc_masking sdpa,flex [--doc_tokens 64]]
 """
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ PRESETS = {  # (layers, hidden, heads, intermediate)
     "large": (24, 1024, 16, 4096),
 }
 VOCAB = 30528  # BERT's 30522 padded to a multiple of 8
-MASK_ID = 103
+MASK_ID, SEP_ID = 103, 102
 
 
 def model_cfg(preset: str, ln_mode: str, dropout: float):
@@ -49,19 +54,26 @@ def model_cfg(preset: str, ln_mode: str, dropout: float):
                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
 
 
-def make_batches(n: int, micro: int, seq: int, max_predictions: int, seed: int = 0) -> list[dict]:
+def make_batches(n: int, micro: int, seq: int, max_predictions: int, seed: int = 0,
+                 doc_tokens: int | None = None) -> list[dict]:
     """Static-masked batches like the shards': lengths from seq/2 to seq, 15% of real tokens
-    masked, at most ``max_predictions`` per row."""
+    masked, at most ``max_predictions`` per row. ``doc_tokens``: full rows packed like
+    ``--packing full_sentences`` instead, a [SEP] ending a document every ``doc_tokens``
+    tokens on average (never masked)."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
         ids = torch.randint(1000, VOCAB - 8, (micro, seq), generator=g)
         lengths = torch.randint(seq // 2, seq + 1, (micro,), generator=g)
+        if doc_tokens:
+            lengths = torch.full((micro,), seq)
+            ids[torch.rand((micro, seq), generator=g) < 1 / doc_tokens] = SEP_ID
         attention = (torch.arange(seq)[None, :] < lengths[:, None]).long()
         labels = torch.full_like(ids, -100)
         for r in range(micro):
             k = min(max_predictions, max(1, round(0.15 * int(lengths[r]))))
-            pos = torch.randperm(int(lengths[r]) - 2, generator=g)[:k] + 1
+            pos = torch.randperm(int(lengths[r]) - 2, generator=g) + 1
+            pos = pos[ids[r, pos] != SEP_ID][:k]
             labels[r, pos] = ids[r, pos]
             ids[r, pos] = MASK_ID
         ids = ids * attention
@@ -75,11 +87,13 @@ def sync_device(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def build_model(mcfg, max_predictions, compile_: bool, device: str):
+def build_model(mcfg, max_predictions, compile_: bool, device: str, doc_kernel: str | None = None):
+    """Our MaskedLM; ``doc_kernel`` (sdpa or flex): attention per document, else per row."""
     from hpc_bert.model.bert import MaskedLM, build_hf_model
     from hpc_bert.model.compile import compile_masked_lm
     torch.manual_seed(0)
-    model = MaskedLM(build_hf_model(mcfg, VOCAB), sparse_prediction=True, max_predictions=max_predictions)
+    model = MaskedLM(build_hf_model(mcfg, VOCAB), sparse_prediction=True, max_predictions=max_predictions,
+                     document_sep_id=SEP_ID if doc_kernel else None, attention_kernel=doc_kernel or "sdpa")
     if compile_:
         compile_masked_lm(model)
     return model.to(device)
@@ -117,10 +131,10 @@ def interleaved(steppers: dict, warmup: int, steps: int, rounds: int, device: st
     return {name: float(np.median(v)) for name, v in seconds.items()}
 
 
-def bare_stepper(mcfg, batches, device, bf16, max_predictions, compile_, ds_adam):
+def bare_stepper(mcfg, batches, device, bf16, max_predictions, compile_, ds_adam, doc_kernel=None):
     """A plain PyTorch loop of our step's math: forward, backward, step, zero_grad."""
     import itertools
-    model = build_model(mcfg, max_predictions, compile_, device).train()
+    model = build_model(mcfg, max_predictions, compile_, device, doc_kernel).train()
     opt = optimizer_for(model, ds_adam)
     kind = device.split(":")[0]
     source = itertools.cycle(batches)
@@ -140,7 +154,7 @@ def init_process_group() -> None:
     init_distributed(DistEnv(0, 1, 0, "127.0.0.1", 29400 + os.getpid() % 500))
 
 
-def ours_engine(mcfg, micro, accum, device, bf16, max_predictions, compile_, ds_adam):
+def ours_engine(mcfg, micro, accum, device, bf16, max_predictions, compile_, ds_adam, doc_kernel=None):
     """The trainer's engine: its DeepSpeed config and construction (hpc_bert.pretrain.engine)."""
     import dataclasses
     from hpc_bert.config.pretrain import PretrainConfig
@@ -149,7 +163,7 @@ def ours_engine(mcfg, micro, accum, device, bf16, max_predictions, compile_, ds_
     cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, train_batch_size=micro * accum,
                                                              train_micro_batch_size_per_gpu=micro),
                               runtime=dataclasses.replace(cfg.runtime, bf16=bf16))
-    model = build_model(mcfg, max_predictions, compile_, device)
+    model = build_model(mcfg, max_predictions, compile_, device, doc_kernel)
     engine, _ = initialize_engine(model, optimizer_for(model, ds_adam), deepspeed_config(cfg, accum, device))
     engine.train()
     return engine
@@ -161,12 +175,12 @@ def as_loader_batches(batches):
     return itertools.cycle([Batch(0, i, False, b, np.arange(len(b['input_ids']))) for i, b in enumerate(batches)])
 
 
-def ours_stepper(mcfg, batches, device, bf16, max_predictions, compile_, ds_adam):
+def ours_stepper(mcfg, batches, device, bf16, max_predictions, compile_, ds_adam, doc_kernel=None):
     """The trainer's work per optimizer step: the micro batches, then the boundary's agreement."""
     from hpc_bert.pretrain.distributed import agree_step
     from hpc_bert.pretrain.engine import accumulate
     micro = batches[0]["input_ids"].shape[0]
-    engine = ours_engine(mcfg, micro, 1, device, bf16, max_predictions, compile_, ds_adam)
+    engine = ours_engine(mcfg, micro, 1, device, bf16, max_predictions, compile_, ds_adam, doc_kernel)
     source = as_loader_batches(batches)
 
     def step():
@@ -178,7 +192,7 @@ def ours_stepper(mcfg, batches, device, bf16, max_predictions, compile_, ds_adam
 
 def count_syncs(mcfg, batches, device, bf16, max_predictions, accum: int) -> tuple[dict, dict]:
     """Host syncs and all-reduces in one optimizer step of ``accum`` micro batches: ours, and the
-    loop before issue 17 (its code as it was: float(loss) per micro batch, the boolean-index
+    loop before the sync-free step (its code as it was: float(loss) per micro batch, the boolean-index
     gather, all_agree_max before and after the step)."""
     from hpc_bert.pretrain.distributed import agree_step, all_agree_max
     from hpc_bert.pretrain.engine import accumulate
@@ -287,12 +301,18 @@ def main() -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile bare and ours (warmup absorbs it)")
     p.add_argument("--ds_adam", action="store_true", help="DeepSpeed's FusedAdam instead of torch's AdamW")
     p.add_argument("--only", default="hf,bare,ours,syncs", help="which measurements, comma-separated")
+    p.add_argument("--doc_masking", default="",
+                   help="time ours with per-document attention too, through these kernels (sdpa, flex; "
+                        "comma-separated); rows are then packed")
+    p.add_argument("--doc_tokens", type=int, default=64, help="mean document length in packed rows (--doc_masking)")
     p.add_argument("--sync_accum", type=int, default=2, help="micro batches per step when counting syncs")
     p.add_argument("--peak_tflops", type=float, default=None,
                    help="peak for MFU; default 790 (H100/H200 dense bf16) on CUDA, none on CPU")
     args = p.parse_args()
     mcfg = model_cfg(args.preset, "pre-ln", args.dropout)
-    batches = make_batches(args.steps, args.micro, args.seq, args.max_predictions)  # a timed round: each once
+    doc_kernels = [k for k in args.doc_masking.split(",") if k]
+    batches = make_batches(args.steps, args.micro, args.seq, args.max_predictions,  # a timed round: each once
+                           doc_tokens=args.doc_tokens if doc_kernels else None)
     timed_samples = args.steps * args.micro
     real_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     only = set(args.only.split(","))
@@ -302,6 +322,8 @@ def main() -> int:
     steppers = {"bare": bare_stepper(*common)} if "bare" in only else {}
     init_process_group()
     steppers["ours"] = ours_stepper(*common)
+    for kernel in doc_kernels:
+        steppers[f"ours, per-document attention ({kernel})"] = ours_stepper(*common, kernel)
     seconds = interleaved(steppers, args.warmup, args.steps, args.rounds, args.device)
     ours, bare = seconds["ours"], seconds.get("bare")
     syncs = count_syncs(mcfg, batches, args.device, args.bf16, args.max_predictions, args.sync_accum) \
@@ -309,7 +331,7 @@ def main() -> int:
 
     peak = args.peak_tflops or (790.0 if args.device.startswith("cuda") else None)
     flops = train_flops_per_sample(mcfg, args.seq, args.max_predictions)
-    print(f"preset {args.preset} ({mcfg.num_hidden_layers}x{mcfg.hidden_size}, vocab {VOCAB}, pre-LN), seq {args.seq}, "
+    print(("packed rows, " if doc_kernels else "") + f"preset {args.preset} ({mcfg.num_hidden_layers}x{mcfg.hidden_size}, vocab {VOCAB}, pre-LN), seq {args.seq}, "
           f"micro {args.micro}, dropout {args.dropout:g}, device {args.device}, {'bf16' if args.bf16 else 'fp32'}, "
           f"{'compiled' if args.compile else 'eager'}, {'DeepSpeed FusedAdam' if args.ds_adam else 'torch AdamW'}, "
           f"{torch.get_num_threads()} threads; {args.steps} timed steps after {args.warmup} warmup, "
@@ -317,6 +339,7 @@ def main() -> int:
     print(f"FLOPs per sample {flops / 1e9:.2f} GFLOP (3 x forward: seq x (24 L h^2 + 4 L h seq) + "
           f"{args.max_predictions} head rows x 2 (h^2 + h V))")
     rows = [("ours (DeepSpeed engine, our loop)", ours)]
+    rows += [(name, sec) for name, sec in seconds.items() if name.startswith("ours, ")]
     if bare is not None:
         rows.append(("bare PyTorch loop, same math", bare))
     if hf is not None:
@@ -328,6 +351,10 @@ def main() -> int:
               f"{rate * flops / 1e12:7.2f} TFLOP/s{mfu}")
     if bare is not None:
         print(f"ratio ours / bare: {bare / ours:.3f}x (goal >= 0.95)")
+    for name, sec in seconds.items():
+        if name.startswith("ours, "):
+            print(f"document masking cost, {name[6:]}: {ours / sec:.3f}x the per-row step's rate "
+                  f"(goal >= 0.95; packed rows, a document every {args.doc_tokens} tokens on average)")
     if hf is not None:
         print(f"ratio ours / HF Trainer: {hf[0] / ours:.2f}x (goal >= 1.5)")
     if syncs is None:

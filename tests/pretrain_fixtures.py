@@ -20,8 +20,10 @@ def write_vocab(path: str, n_words: int = 91) -> int:
 
 
 def write_shards(folder: str, vocab: int, n_train: int = 2, n_test: int = 1, per_shard: int = 48,
-                 seq_len: int = 32, n_pred: int = 5, seed: int = 0) -> None:
-    """Random but learnable samples: token t+1 often follows t, so the MLM loss can fall."""
+                 seq_len: int = 32, n_pred: int = 5, seed: int = 0, packing: str | None = None) -> None:
+    """Random but learnable samples: token t+1 often follows t, so the MLM loss can fall.
+    ``packing`` "full_sentences": every 7th body token is a [SEP] (a document boundary inside
+    the row, never masked) and the shards record that packing, as `prepare` does."""
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
     names = [f"train_shard_{i}.hdf5" for i in range(n_train)] + [f"test_shard_{i}.hdf5" for i in range(n_test)]
@@ -35,10 +37,13 @@ def write_shards(folder: str, vocab: int, n_train: int = 2, n_test: int = 1, per
             length = int(rng.integers(seq_len // 2, seq_len + 1))
             start = int(rng.integers(5, vocab))
             body = [(start + k) % (vocab - 5) + 5 for k in range(length - 2)]
+            if packing == "full_sentences":
+                body = [3 if k % 7 == 6 else t for k, t in enumerate(body)]
             row = [2] + body + [3]
             ids[r, :length] = row
             mask[r, :length] = 1
-            chosen = np.sort(rng.choice(np.arange(1, length - 1), size=n_pred, replace=False))
+            candidates = np.array([p for p in range(1, length - 1) if row[p] != 3])
+            chosen = np.sort(rng.choice(candidates, size=n_pred, replace=False))
             pos[r] = chosen
             lab[r] = ids[r, chosen]
             ids[r, chosen] = 4  # [MASK]
@@ -49,6 +54,8 @@ def write_shards(folder: str, vocab: int, n_train: int = 2, n_test: int = 1, per
             f["masked_lm_positions"] = pos
             f["masked_lm_ids"] = lab
             f["next_sentence_labels"] = np.zeros(n, np.int8)
+            if packing is not None:
+                f.attrs["packing"] = packing
 
 
 def vocab_and_shards(root, per_shard: int) -> tuple[str, str]:

@@ -76,3 +76,17 @@ def test_one_host_sync_and_one_all_reduce_per_optimizer_step(engine):
     finally:
         engine.module.max_predictions = 3
     assert dynamic.syncs["aten.index.Tensor"] >= ACCUM
+
+
+def test_per_document_attention_adds_no_host_sync(engine):
+    from hpc_bert.pretrain.engine import accumulate
+    source = batches(2 * ACCUM)  # random ids in [5, 64): id 7 plays [SEP], a few boundaries per row
+    engine.module.document_sep_id = 7
+    try:
+        accumulate(engine, source, ACCUM, "cpu")  # optimizer state exists from here on
+        counters = [s["step"] for s in engine.optimizer.state.values() if torch.is_tensor(s.get("step"))]
+        with HostSyncCounter(host_tensors=counters) as inside:
+            accumulate(engine, source, ACCUM, "cpu")
+    finally:
+        engine.module.document_sep_id = None
+    assert inside.total == 0 and inside.all_reduces == 0, dict(inside.syncs)

@@ -17,6 +17,7 @@ from hpc_bert.errors import ConfigError
 CURVES = ("linear", "exp", "cosine", "constant", "wsd")
 DECAY_SHAPES = ("linear", "cosine", "sqrt")
 LR_SCHEDULES = ("time", "step", "constant_step")
+ATTENTION_SCOPES = ("auto", "document", "row")
 REPORT_TO = ("tensorboard", "wandb", "none")
 
 
@@ -65,6 +66,13 @@ class ModelConfig:
     max_position_embeddings: int = field(512)
     encoder_ln_mode: str = field("pre-ln", help="pre-ln or post-ln", choices=("pre-ln", "post-ln"))
     sparse_mask_prediction: bool = field(True, help="run the MLM head on masked positions only")
+    attention_scope: str = field("auto", choices=ATTENTION_SCOPES,
+                                 help="document: tokens attend within their own document of a packed row, "
+                                      "positions restart per document; row: across the whole row; auto: "
+                                      "document for --packing full_sentences shards, row otherwise")
+    attention_kernel: str = field("sdpa", choices=("sdpa", "flex"),
+                                  help="how the document mask is applied: SDPA with a boolean mask, or "
+                                       "FlexAttention (CUDA only, no attention dropout)")
 
     def __post_init__(self):
         check_choices(self)
@@ -78,6 +86,15 @@ class ModelConfig:
                               f"--num_attention_heads {self.num_attention_heads}: pick a divisor")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             _fraction(name, getattr(self, name), False, True, "dropout is a probability below 1")
+        if self.attention_kernel == "flex" and self.attention_scope == "row":
+            raise ConfigError("--attention_kernel flex applies the document mask: use it with "
+                              "--attention_scope document or auto, or drop it")
+
+    def document_attention(self, packing: str | None) -> bool:
+        """Whether to attend per document, given the shards' recorded --packing (None: unknown)."""
+        if self.attention_scope == "auto":
+            return packing == "full_sentences"
+        return self.attention_scope == "document"
 
 
 @dataclass

@@ -24,6 +24,7 @@ class DatasetInfo:
     tokenizer_vocab_size: int | None  # recorded by `prepare`; None for ABB files
     max_token_id: int | None
     special_ids: dict[str, int]  # recorded by `prepare` when all shards agree
+    packing: str | None = None  # `prepare`'s --packing when all shards agree; None for ABB files
 
     @property
     def num_train_samples(self) -> int:
@@ -37,6 +38,12 @@ class DatasetInfo:
 def _agreed_attr(shards: list[ShardInfo], key: str) -> int | None:
     values = {s.attrs.get(key) for s in shards}
     return int(values.pop()) if len(values) == 1 and None not in values else None
+
+
+def _agreed_packing(shards: list[ShardInfo]) -> str | None:
+    values = {s.attrs.get("packing") for s in shards}
+    value = values.pop() if len(values) == 1 else None
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def check_dataset(dataset_path: str, max_seq_length: int | None = None,
@@ -83,4 +90,5 @@ def check_dataset(dataset_path: str, max_seq_length: int | None = None,
                        max_seq_length=seq_len,
                        max_predictions_per_seq=max(s.max_predictions_per_seq for s in shards),
                        tokenizer_vocab_size=_agreed_attr(shards, "vocab_size"),
-                       max_token_id=max(max_ids) if max_ids else None, special_ids=specials)
+                       max_token_id=max(max_ids) if max_ids else None, special_ids=specials,
+                       packing=_agreed_packing(shards))

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpc_bert.model.cpu_dropout import use_cpu_dropout
+from hpc_bert.model.doc_attention import mask_and_positions
 
 IGNORE_INDEX = -100
 
@@ -69,14 +70,33 @@ def mlm_head(hf_model: nn.Module) -> nn.Module | None:
     return None
 
 
-class MaskedLM(nn.Module):
-    """Wraps an HF MLM model; ``forward(**batch)`` returns the scalar MLM loss."""
+def position_offset(hf_model: nn.Module) -> int:
+    """The position id of a row's first token: 0 for BERT; RoBERTa-style models start after
+    the padding index (pad id + 1)."""
+    embeddings = getattr(hf_model, hf_model.base_model_prefix).embeddings
+    padding_idx = getattr(embeddings, "padding_idx", None)
+    return 0 if padding_idx is None else padding_idx + 1
 
-    def __init__(self, hf_model: nn.Module, sparse_prediction: bool = True, max_predictions: int | None = None):
+
+class MaskedLM(nn.Module):
+    """Wraps an HF MLM model; ``forward(**batch)`` returns the scalar MLM loss.
+
+    ``document_sep_id``: attend within documents (hpc_bert.model.doc_attention), documents
+    ending at this token id; None attends across the whole row. ``attention_kernel`` "flex"
+    applies that mask with FlexAttention instead of SDPA (no attention dropout there)."""
+
+    def __init__(self, hf_model: nn.Module, sparse_prediction: bool = True, max_predictions: int | None = None,
+                 document_sep_id: int | None = None, attention_kernel: str = "sdpa"):
         super().__init__()
         self.hf_model = use_cpu_dropout(hf_model)  # same dropout, cheaper masks, on CPU only
         self.sparse_prediction = sparse_prediction
         self.max_predictions = max_predictions  # per sequence; None: gather however many are masked
+        self.document_sep_id, self.attention_kernel = document_sep_id, attention_kernel
+        self.position_offset = position_offset(hf_model)
+        if attention_kernel == "flex":
+            if document_sep_id is None:
+                raise ValueError("the flex attention kernel applies the document mask: pass document_sep_id")
+            hf_model.set_attn_implementation("flex_attention")
         self.encode = self._encode              # model.compile swaps these two for compiled versions
         self.head_loss = self._head_loss
 
@@ -89,23 +109,30 @@ class MaskedLM(nn.Module):
         return mlm_head(self.hf_model)
 
     def forward(self, input_ids, attention_mask, token_type_ids, labels):
+        position_ids = None
+        if self.document_sep_id is not None:
+            attention_mask, position_ids = mask_and_positions(
+                input_ids, labels != IGNORE_INDEX, attention_mask, self.document_sep_id, self.attention_kernel,
+                self.position_offset)
         if not self.sparse_prediction:
-            return self.hf_model(input_ids=input_ids, attention_mask=attention_mask,
-                                 token_type_ids=token_type_ids, labels=labels).loss
-        hidden = self.encode(input_ids, attention_mask, token_type_ids)
+            if isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 2:
+                attention_mask = attention_mask.bool()[:, None, None, :]  # see _encode
+            return self.hf_model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                                 position_ids=position_ids, labels=labels).loss
+        hidden = self.encode(input_ids, attention_mask, token_type_ids, position_ids)
         if self.max_predictions is None:
             masked = labels != IGNORE_INDEX
             return self.head_loss(hidden[masked], labels[masked])
         rows, labels = static_gather(hidden, labels, self.max_predictions * labels.shape[0])
         return self.head_loss(rows, labels)
 
-    def _encode(self, input_ids, attention_mask, token_type_ids):
-        if attention_mask.ndim == 2:
+    def _encode(self, input_ids, attention_mask, token_type_ids, position_ids=None):
+        if isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 2:
             # as a 4-D boolean mask transformers uses it as it is; from a 2-D one it first asks
             # the device whether the batch has padding at all (a host sync per micro batch)
             attention_mask = attention_mask.bool()[:, None, None, :]
-        return self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                            token_type_ids=token_type_ids).last_hidden_state
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                            position_ids=position_ids).last_hidden_state
 
     def _head_loss(self, rows, labels):
         """Mean cross-entropy of the rows' predictions over the labels that are not ignored."""

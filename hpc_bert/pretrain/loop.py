@@ -43,7 +43,7 @@ from hpc_bert.layout import FINAL_NAME, marker_name
 from hpc_bert.model.bert import MaskedLM, build_hf_model, count_parameters, padded_vocab_size
 from hpc_bert.model.compile import prepare_compiled, use_compile
 from hpc_bert.model.optim import build_optimizer
-from hpc_bert.pretrain.startup import PROCESS_START, SHAPE_FIELDS, check_resume_compatible
+from hpc_bert.pretrain.startup import PROCESS_START, SHAPE_FIELDS, check_resume_compatible, document_sep_id
 from hpc_bert.runlock import RunLock
 
 
@@ -134,7 +134,10 @@ class _Allocation:
         micro = cfg.optim.train_micro_batch_size_per_gpu
         # static masks hold at most max_predictions_per_seq per row; dynamic masks have no cap
         max_predictions = None if cfg.data.dynamic_masking else info.max_predictions_per_seq
-        model = MaskedLM(hf_model, cfg.model.sparse_mask_prediction, max_predictions=max_predictions)
+        self.document_sep_id = document_sep_id(cfg.model, info, tokenizer, device)
+        model = MaskedLM(hf_model, cfg.model.sparse_mask_prediction, max_predictions=max_predictions,
+                         document_sep_id=self.document_sep_id,
+                         attention_kernel=cfg.model.attention_kernel)
         n_params = self.n_params = count_parameters(model)
         check_free_space(run_dir, checkpoint_bytes(n_params))
         self.loader = loader_cls(cfg.data.dataset_path, micro_batch_size=micro,
@@ -172,7 +175,8 @@ class _Allocation:
         """The allocation's first log line and its allocation_start event."""
         cfg, s, rank, world, ledger = self.cfg, self.cfg.schedule, self.rank, self.world, self.ledger
         log(rank, f"model {self.n_params / 1e6:.2f}M params ({cfg.model.encoder_ln_mode}, {cfg.model.num_hidden_layers}x"
-                  f"{cfg.model.hidden_size}, vocab {self.vocab_size}); world size {world} on {self.device}; batch "
+                  f"{cfg.model.hidden_size}, vocab {self.vocab_size}, attention per "
+                  f"{'row' if self.document_sep_id is None else 'document'}); world size {world} on {self.device}; batch "
                   f"{cfg.optim.train_batch_size} = {cfg.optim.train_micro_batch_size_per_gpu} micro x {self.accum} accum x "
                   f"{world} ranks; budget {s.total_training_time:g} h ({s.budget_s:.0f} s, {s.clock} clock); "
                   + (f"resumed {meta['tag']} at {self.elapsed0:.1f} s ({self.clock.progress():.1%}), saved on "

@@ -39,3 +39,17 @@ def check_resume_compatible(meta: dict, cfg, vocab_size: int, world_size: int) -
         raise UserError(f"cannot resume {where}: --train_batch_size {saved_batch} -> {cfg.optim.train_batch_size} "
                         f"changes the global batches: pass --train_batch_size {saved_batch} (any world size "
                         "that divides it works)")
+
+
+def document_sep_id(model_cfg, info, tokenizer, device: str) -> int | None:
+    """The token that ends a document in the shards' rows when attention is per document, else None."""
+    if not model_cfg.document_attention(info.packing):
+        return None
+    if model_cfg.attention_kernel == "flex" and not device.startswith("cuda"):
+        raise UserError("--attention_kernel flex trains on CUDA only (FlexAttention has no CPU backward): "
+                        "use --attention_kernel sdpa on CPU")
+    if model_cfg.attention_kernel == "flex" and model_cfg.attention_probs_dropout_prob > 0:
+        raise UserError("--attention_kernel flex has no attention dropout: pass "
+                        "--attention_probs_dropout_prob 0, or use --attention_kernel sdpa")
+    recorded = info.special_ids.get("sep_token_id")  # ABB's files record none: the tokenizer's then
+    return tokenizer.sep_token_id if recorded is None else recorded
