@@ -9,6 +9,8 @@ the tokens (the sparse head). Embedding look-ups and norms are not FLOPs that co
 """
 from __future__ import annotations
 
+import platform
+
 # bf16 dense tensor-core peak in TFLOP/s (vendor data sheets, no sparsity); V100 has no bf16: its
 # fp16 peak. Matched as substrings of the device name, first match wins (more specific names first).
 PEAK_BF16_TFLOPS = (
@@ -26,14 +28,19 @@ def peak_tflops_for(device_name: str) -> float | None:
     return None
 
 
+def device_name(device: str) -> str:
+    """What the run trains on, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu (x86_64)'."""
+    if not device.startswith("cuda"):
+        return f"cpu ({platform.machine()})"
+    import torch  # only here: the table itself is read by light commands
+    return torch.cuda.get_device_name(torch.device(device))
+
+
 def device_peak_tflops(device: str, given: float | None) -> float | None:
     """Per-device peak: ``given`` (--peak_tflops) wins; a known GPU from the table; None on CPU."""
     if given:
         return given
-    if not device.startswith("cuda"):
-        return None
-    import torch  # only here: the table itself is read by light commands
-    return peak_tflops_for(torch.cuda.get_device_name(torch.device(device)))
+    return peak_tflops_for(device_name(device)) if device.startswith("cuda") else None
 
 
 def training_flops_per_token(model_cfg, vocab_size: int, seq_len: int, predicted_fraction: float) -> float:

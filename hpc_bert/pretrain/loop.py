@@ -221,6 +221,7 @@ class _Allocation:
                   + f"; startup {startup_s:.1f} s" + (f" (compile {self.compile_s:.1f} s)" if self.compile_s else ""))
         self.events.emit("allocation_start", self.state.step, self.elapsed0, startup_s=startup_s, world_size=world,
                          compile_s=round(self.compile_s, 3), tokens_seen=self.state.tokens_seen,
+                         device=self.throughput.device_name, flops_per_token=self.throughput.flops_per_token,
                          **({"job_id": ledger.current.job_id, "restart_count": ledger.current.restart_count,
                              "allocation": len(ledger.allocations)} if rank == 0 else {}))
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 from typing import Iterator
 
-from hpc_bert.model.flops import device_peak_tflops, mfu, training_flops_per_token
+from hpc_bert.model.flops import device_name, device_peak_tflops, mfu, training_flops_per_token
 
 
 class Throughput:
-    def __init__(self, flops_per_token: float, peak_tflops: float | None, devices: int):
+    def __init__(self, flops_per_token: float, peak_tflops: float | None, devices: int, device: str = "cpu"):
         self.flops_per_token, self.peak_tflops, self.devices = flops_per_token, peak_tflops, devices
+        self.device_name = device_name(device)
         self.pending = 0  # this rank's real tokens not yet summed over the ranks
         self._t = time.monotonic()
         self._samples = self._tokens = None
@@ -59,4 +60,4 @@ def throughput_for(cfg, vocab_size: int, info, device: str, world: int) -> Throu
     else:
         predicted = info.max_predictions_per_seq / info.max_seq_length
     flops = training_flops_per_token(cfg.model, vocab_size, info.max_seq_length, predicted)
-    return Throughput(flops, device_peak_tflops(device, cfg.runtime.peak_tflops), world)
+    return Throughput(flops, device_peak_tflops(device, cfg.runtime.peak_tflops), world, device)
