@@ -8,6 +8,8 @@ import pytest
 
 from hpc_bert.config.pretrain import ModelConfig
 from hpc_bert.launch.status import main as status_main, render
+from hpc_bert.launch.throughput import allocation_throughput
+from hpc_bert.pretrain.clock import Ledger
 from hpc_bert.layout import read_events
 from hpc_bert.model.flops import mfu, peak_tflops_for, training_flops_per_token
 from pretrain_fixtures import simulated_flags, train
@@ -47,6 +49,9 @@ def test_train_events_carry_tokens_seen_across_a_resume(tmp_path, inputs):
         assert 0 < e["mfu"] < 1  # --peak_tflops given: MFU on CPU too
         tokens_per_sample = e["tokens_per_s"] / e["samples_per_s"]
         assert seq_len / 2 <= tokens_per_sample <= seq_len  # the shards' rows hold 16..32 real tokens
+    per = allocation_throughput(events, Ledger.load(str(run)))
+    assert [a["tokens"] for a in per] == [steps[4]["tokens_seen"], 2 * per_epoch - steps[4]["tokens_seen"]]
+    assert all(a["tokens_per_s"] > 0 for a in per)
     text = render(str(run))
     assert f"tokens seen: {2 * per_epoch}" in text
     assert "allocation 0:" in text and "allocation 1:" in text and "tokens/s" in text

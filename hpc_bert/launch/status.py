@@ -122,7 +122,7 @@ def render(run_dir: str) -> str:
     lines.append("")
     lines.append(f"validations: {len(vals)}" + "".join(
         f"\n  step {e['step']} ({e['progress']:.1%}): loss {e['val_loss']:.4f}" for e in vals))
-    lines += throughput_lines(events)
+    lines += throughput_lines(events, ledger)
     done_markers = ", ".join(f"{e['marker']:g} @ step {e['step']}" for e in marks) or "none yet"
     lines.append(f"fine-tune markers: {done_markers}")
     ft = os.path.join(run_dir, FINETUNE_DIR)

@@ -13,24 +13,26 @@ def _per_allocation(events: list[dict]) -> list[list[dict]]:
     return groups
 
 
-def allocation_throughput(events: list[dict]) -> list[dict]:
-    """Per allocation: tokens trained (tokens), tokens seen at its end, and mean real tokens/s — the
-    tokens between print steps over the wall time they took (each train event's tokens/its rate)."""
+def allocation_throughput(events: list[dict], ledger=None) -> list[dict]:
+    """Per allocation: tokens trained (tokens), tokens seen at its end, and mean real tokens/s — its
+    tokens over the ledger's wall seconds of training for it; without a ledger, the tokens between
+    print steps over the wall time they took (each train event's tokens / its rate)."""
     out = []
     for group in _per_allocation(events):
-        start = next((e.get("tokens_seen") for e in group if e["event"] == "allocation_start"), 0) or 0
+        start_event = next((e for e in group if e["event"] == "allocation_start"), {})
+        start = start_event.get("tokens_seen") or 0
         seen, tokens, seconds = start, 0, 0.0
         for e in group:
-            if e["event"] == "train" and e.get("tokens_seen") is not None:
+            if e["event"] == "train" and e.get("tokens_seen") is not None and e.get("tokens_per_s"):
                 delta = e["tokens_seen"] - seen
-                if e.get("tokens_per_s"):
-                    tokens, seconds = tokens + delta, seconds + delta / e["tokens_per_s"]
+                tokens, seconds = tokens + delta, seconds + delta / e["tokens_per_s"]
+            if e["event"] in ("train", "allocation_end") and e.get("tokens_seen") is not None:
                 seen = e["tokens_seen"]
-            elif e["event"] == "allocation_end" and e.get("tokens_seen") is not None:
-                seen = e["tokens_seen"]
-        if any(e["event"] == "train" for e in group):
-            out.append({"tokens": seen - start, "tokens_seen": seen,
-                        "tokens_per_s": tokens / seconds if seconds else None})
+        index = start_event.get("allocation")  # 1-based in the ledger (rank 0's events carry it)
+        if ledger is not None and index and index <= len(ledger.allocations):
+            tokens, seconds = seen - start, ledger.allocations[index - 1].train_s
+        out.append({"tokens": seen - start, "tokens_seen": seen,
+                    "tokens_per_s": tokens / seconds if seconds > 0 else None})
     return out
 
 
@@ -41,19 +43,19 @@ def _si(n: float) -> str:
     return f"{n:.0f}"
 
 
-def throughput_lines(events: list[dict]) -> list[str]:
+def throughput_lines(events: list[dict], ledger=None) -> list[str]:
     """status's throughput lines: tokens seen, then one line per allocation (none without train events)."""
-    per = allocation_throughput(events)
-    if not per:
-        return []
     train = [e for e in events if e["event"] == "train"]
+    if not train or train[-1].get("tokens_seen") is None:
+        return []  # nothing trained yet, or a run from before throughput was logged
+    per = allocation_throughput(events, ledger)
     mfus = [e["mfu"] for e in train if e.get("mfu") is not None]
     lines = [f"tokens seen: {per[-1]['tokens_seen']} ({_si(per[-1]['tokens_seen'])}); last "
              f"{train[-1].get('samples_per_s', 0):.1f} samples/s, {_si(train[-1].get('tokens_per_s') or 0)} tokens/s"
              + (f", MFU {mfus[-1]:.1%}" if mfus else "")]
     for i, a in enumerate(per):
-        rate = f"{_si(a['tokens_per_s'])} tokens/s" if a["tokens_per_s"] else "rate unknown"
-        lines.append(f"  allocation {i}: {_si(a['tokens'])} tokens at a mean {rate}")
+        rate = f" at a mean {_si(a['tokens_per_s'])} tokens/s" if a["tokens_per_s"] else ""
+        lines.append(f"  allocation {i}: {_si(a['tokens'])} tokens{rate}")
     return lines
 
 
