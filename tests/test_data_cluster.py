@@ -150,6 +150,7 @@ def test_submit_prepare_runs_data_jobs_then_pretraining_afterok(slurm_cluster, c
                    "--max_position_embeddings", "64", "--train_batch_size", "16",
                    "--train_micro_batch_size_per_gpu", "8", "--tensorboard", "false", "--progress_bar", "false"]
     r = subprocess.run([sys.executable, "-m", "hpc_bert.submit", "--cluster", "slurm", "--budget", "0.004",
+                        "--config", "configs/pretrain/tiny.yaml",
                         "--allocation_hours", "0.1", "--run_dir", str(run), "--partition", "debug",
                         "--cpus_per_task", "1", f"--prepare={prepare_flags}", *train_flags],
                        env=dict(env(), OMP_NUM_THREADS="1"), cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -38,7 +38,8 @@ def trainer_flags(shards, vocab, **over) -> list[str]:
 
 def submit(args):
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "hpc_bert.submit", "--cluster", "slurm", *args], cwd=REPO, env=env,
+    r = subprocess.run([sys.executable, "-m", "hpc_bert.submit", "--cluster", "slurm", "--config",
+                        "configs/pretrain/tiny.yaml", *args], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
 

@@ -35,6 +35,7 @@ def test_second_array_starts_from_the_best_mnli_run(slurm_cluster, tmp_path):
                  checkpoint_every_minutes=0.5, tensorboard="false", progress_bar="false")
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "hpc_bert.submit", "--cluster", "slurm", "--budget", "0.005",
+                        "--config", "configs/pretrain/tiny.yaml",
                         "--allocation_hours", "0.1", "--run_dir", str(run), "--partition", "debug",
                         "--cpus_per_task", "1", "--glue", str(grid), "--finetune_checkpoint_at_end",
                         *[x for k, v in flags.items() for x in (f"--{k}", str(v))]],

@@ -13,7 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (command line, a flag it must list, that flag's default as the help shows it)
 ENTRY_POINTS = [
-    (["hpc_bert.submit", "--help"], "--allocation_hours", "(default: 4.0)"),
+    (["hpc_bert.submit", "--help"], "--allocation_hours", "(default: auto)"),
     (["hpc_bert.submit", "-h"], "--requeue_margin", "(default: 3)"),
     (["hpc_bert.train", "--help"], "--zero_stage", "{0,1,2,3} (default: 0)"),
     (["hpc_bert.finetune", "--help"], "--learning_rate", "(default: 5e-05)"),

@@ -7,7 +7,8 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(REPO, "tests", "golden", "submit_dry_run.txt")
-DRY = ["--cluster", "slurm", "--dry_run", "--budget", "24", "--config", "configs/pretrain/academic-bert-large.yaml",
+# the headline command: no --config on SLURM is the paper's recipe
+DRY = ["--cluster", "slurm", "--dry_run", "--budget", "24",
        "--glue", "configs/glue/paper.yaml", "--run_dir", "runs/golden", "--partition", "gpu",
        "--gpus_per_node", "8", "--allocation_hours", "4", "--vocab_size", "30528"]  # no tokenizer needed
 

@@ -49,7 +49,8 @@ def test_site_options_reach_every_job_and_glue_overrides():
     (["--setup", ""], "--setup got an empty command"),
 ])
 def test_bad_site_option_one_line_before_submitting(args, needle, tmp_path):
-    r = submit(["--budget", "1", "--cluster", "slurm", "--dry_run", "--run_dir", str(tmp_path / "run"), *args])
+    r = submit(["--budget", "1", "--cluster", "slurm", "--dry_run", "--run_dir", str(tmp_path / "run"),
+                "--config", "configs/pretrain/tiny.yaml", *args])
     assert r.returncode == 2, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], r.stderr

@@ -45,7 +45,8 @@ def pretrain_flags(inputs, **over):
                  lr=3e-3, train_batch_size=16, train_micro_batch_size_per_gpu=8, warmup_proportion=0.1,
                  print_steps=20, checkpoint_every_minutes=0.5, tensorboard="false", progress_bar="false")
     flags.update(over)
-    return [x for k, v in flags.items() for x in (f"--{k}", str(v))]
+    # the tiny CPU model: without --config SLURM gets the paper's BERT-large on GPUs
+    return ["--config", "configs/pretrain/tiny.yaml"] + [x for k, v in flags.items() for x in (f"--{k}", str(v))]
 
 
 def submit(args, timeout=120):

@@ -258,10 +258,14 @@ class RuntimeConfig:
                                        help="where metrics go: tensorboard, wandb, both (tensorboard,wandb) "
                                             "or none (metrics.jsonl only)")
     wandb_entity: str | None = field(None, help="W&B team or user (--project_name, --job_name name the run)")
+    peak_tflops: float | None = field(None, help="one device's peak TFLOP/s for MFU; default: a known GPU's bf16 "
+                                                 "dense peak (none on CPU)")
 
     def __post_init__(self):
         check_choices(self)
         _positive("print_steps", self.print_steps)
+        if self.peak_tflops is not None:
+            _positive("peak_tflops", self.peak_tflops)
         if self.fp16 and self.bf16:
             raise ConfigError("--fp16 and --bf16 are both set: choose one precision")
         self.report_to = tuple(dict.fromkeys(x for x in self.report_to if x != "none"))

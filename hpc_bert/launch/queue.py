@@ -32,19 +32,6 @@ def slurm_available() -> bool:
     return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
 
 
-def partition_limit_hours(partition: str | None) -> float | None:
-    """The partition's MaxTime in hours (None: unlimited or unknown)."""
-    cmd = ["sinfo", "-h", "-o", "%l"] + (["-p", partition] if partition else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.split()
-    if not out or out[0] in ("infinite", "n/a"):
-        return None
-    days, _, hms = out[0].rpartition("-")
-    parts = [int(x) for x in hms.split(":")]
-    while len(parts) < 3:
-        parts.insert(0, 0)
-    return int(days or 0) * 24 + parts[0] + parts[1] / 60 + parts[2] / 3600
-
-
 def record_chain(run_dir: str, cluster: str, jobs: dict[str, str], glue_tasks: int, logs: str,
                  allocation_hours: float, glue_round2_tasks: int = 0) -> dict:
     """Write the chain's job ids (role -> id) for status and --cancel; returns the record."""

@@ -17,6 +17,7 @@ from hpc_bert.pretrain.checkpoint_index import find_latest
 from hpc_bert.pretrain.clock import Ledger
 from hpc_bert.errors import UserError, exit_on_user_error
 from hpc_bert.launch import leaderboard, queue
+from hpc_bert.launch.throughput import throughput_lines, throughput_panel
 from hpc_bert.layout import FINETUNE_DIR, GLUE_DIR, GLUE_RESULTS, GLUE_TABLE_MD, LEDGER_NAME, read_events
 
 
@@ -139,6 +140,7 @@ def render(run_dir: str) -> str:
     lines.append("")
     lines.append(f"validations: {len(vals)}" + "".join(
         f"\n  step {e['step']} ({e['progress']:.1%}): loss {e['val_loss']:.4f}" for e in vals))
+    lines += throughput_lines(events, ledger)
     done_markers = ", ".join(f"{e['marker']:g} @ step {e['step']}" for e in marks) or "none yet"
     lines.append(f"fine-tune markers: {done_markers}")
     ft = os.path.join(run_dir, FINETUNE_DIR)
@@ -165,7 +167,7 @@ def plot(run_dir: str, out: str) -> None:
     if not train:
         raise UserError(f"no train events in {run_dir}/metrics.jsonl yet: plot again once training logged a step")
     hours = [e["elapsed_s"] / 3600 for e in train]
-    fig, (ax_lr, ax_loss) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    fig, (ax_lr, ax_loss, ax_tput) = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
     ax_lr.plot(hours, [e["lr"] for e in train])
     ax_lr.set_ylabel("learning rate")
     ax_loss.plot(hours, [e["loss"] for e in train], label="train")
@@ -173,13 +175,14 @@ def plot(run_dir: str, out: str) -> None:
         ax_loss.plot([e["elapsed_s"] / 3600 for e in vals], [e["val_loss"] for e in vals], "o-", label="validation")
     for e in events:
         if e["event"] == "allocation_start" and e["elapsed_s"] > 0:
-            for ax in (ax_lr, ax_loss):
+            for ax in (ax_lr, ax_loss, ax_tput):
                 ax.axvline(e["elapsed_s"] / 3600, color="grey", linestyle=":", linewidth=0.8)
         if e["event"] == "checkpoint" and e.get("reason") == "decay_start":  # --curve wsd: the decay begins
             ax_lr.axvline(e["elapsed_s"] / 3600, color="red", linestyle="--", linewidth=0.8)
     ax_loss.set_ylabel("MLM loss")
-    ax_loss.set_xlabel("budget hours (dotted: requeued allocations; dashed: a wsd decay start)")
     ax_loss.legend()
+    throughput_panel(ax_tput, train)
+    ax_tput.set_xlabel("budget hours (dotted: requeued allocations; dashed: a wsd decay start)")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -190,7 +193,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m hpc_bert.status", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("run_dir")
-    p.add_argument("--plot", help="write a PNG of LR and loss against budget hours")
+    p.add_argument("--plot", help="write a PNG of LR, loss and throughput against budget hours")
     p.add_argument("--watch", nargs="?", type=float, const=30.0, default=None, metavar="SECONDS",
                    help="refresh every SECONDS (default 30) until the chain has left the queue; Ctrl-C stops")
     p.add_argument("--watch_count", type=int, default=0, help=argparse.SUPPRESS)  # tests: stop after N screens

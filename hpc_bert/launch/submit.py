@@ -29,6 +29,8 @@ from hpc_bert.launch import queue, resubmit
 from hpc_bert.launch.cancel import cancel_chain
 from hpc_bert.launch.jobs import AggregateTask, GlueTask, PretrainJob, allocations_recorded
 from hpc_bert.launch.queue import record_chain
+from hpc_bert.launch.site_defaults import resolve_allocation_hours, resolve_recipe
+from hpc_bert.launch.slurm_limits import partition_max_time
 from hpc_bert.launch.status import render
 from hpc_bert.layout import GLUE_TABLE_MD, SUBMITIT_DIR
 
@@ -38,14 +40,18 @@ HELP_FLAGS = ("-h", "--help")
 @dataclass
 class SubmitConfig:
     budget: float = field(0.0, help="training budget in hours (sets --total_training_time)")
-    pretrain_config: str = field("configs/pretrain/tiny.yaml", help="pretraining YAML (alias: --config)")
+    pretrain_config: str | None = field(None, help="pretraining YAML (alias: --config); default: on SLURM the "
+                                        "paper's recipe (configs/pretrain/academic-bert-large.yaml) on GPUs, "
+                                        "on --cluster local configs/pretrain/tiny.yaml")
     cluster: str = field("auto", choices=("slurm", "local", "auto"))
-    allocation_hours: float = field(4.0, help="time limit of one allocation")
+    allocation_hours: float | str = field("auto", help="time limit of one allocation in hours; auto = the "
+                                                         "partition's MaxTime (and the QOS's MaxWall), else 24")
     partition: str | None = field(None)
     account: str | None = field(None)
     qos: str | None = field(None)
     nodes: int = field(1)
-    gpus_per_node: int = field(0, help="0 = CPU job; one task per GPU otherwise")
+    gpus_per_node: int | None = field(None, help="one task per GPU, 0 = a CPU job; default: the partition's GPUs "
+                                                  "(GRES) with the paper's recipe, 0 with --config")
     cpus_per_task: int = field(2)
     mem_gb: int = field(0, help="0 = the partition's default")
     glue: str | None = field(None, help="GLUE grid YAML (configs/glue/*.yaml); none = pretraining only")
@@ -72,8 +78,15 @@ class SubmitConfig:
     def __post_init__(self):
         check_choices(self)
         check_hours("budget", self.budget)
-        if not self.allocation_hours > 0:
-            raise ConfigError(f"--allocation_hours must be > 0, got {self.allocation_hours}")
+        if self.allocation_hours != "auto":
+            try:
+                self.allocation_hours = float(self.allocation_hours)
+            except ValueError:
+                raise ConfigError(f"--allocation_hours expects hours or auto, got {self.allocation_hours!r}") from None
+            if not self.allocation_hours > 0:
+                raise ConfigError(f"--allocation_hours must be > 0, got {self.allocation_hours:g}")
+        if self.gpus_per_node is not None and self.gpus_per_node < 0:
+            raise ConfigError(f"--gpus_per_node must be >= 0, got {self.gpus_per_node}")
         for name in ("nodes", "cpus_per_task", "glue_parallelism"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1")
@@ -113,6 +126,7 @@ class Plan:
     slurm_options: dict
     glue_slurm_options: dict
     budget_change: str | None = None  # what a new budget does to a run dir that already trained
+    allocation_note: str = ""  # where an --allocation_hours auto came from
 
     @property
     def folder(self) -> str:
@@ -125,6 +139,7 @@ def _parse(argv: list[str]) -> tuple[SubmitConfig, PretrainConfig, list[str]]:
     sub, _ = parse_config(SubmitConfig, mine, prog="python -m hpc_bert.submit",
                           description="Pretraining with requeues, then the GLUE array, then the table. "
                                       "Flags not listed here are pretraining flags: see python -m hpc_bert.train --help.")
+    resolve_recipe(sub)
     if not os.path.isfile(sub.pretrain_config):
         raise UserError(f"pretraining config {sub.pretrain_config} does not exist: pass --config FILE.yaml "
                         "(see configs/pretrain/)")
@@ -175,7 +190,7 @@ def _cluster_plan(sub: SubmitConfig) -> tuple[str, dict, dict]:
         if not queue.slurm_available():
             raise UserError("--cluster slurm but no SLURM controller answers (sinfo failed): run on a login node, "
                             "or pass --cluster local")
-        limit = queue.partition_limit_hours(sub.partition)
+        _, limit = partition_max_time(sub.partition)
         if limit is not None and sub.allocation_hours > limit:
             raise UserError(f"--allocation_hours {sub.allocation_hours:g} exceeds the partition's time limit "
                             f"({limit:g} h): pass --allocation_hours {limit:g} or less")
@@ -191,10 +206,11 @@ def plan(argv: list[str]) -> Plan:
     sub, cfg, train_argv = _parse(argv)
     change = _check_run_dir_and_data(sub, cfg)
     glue_runs, checkpoints = _glue_plan(sub, cfg)
+    note = resolve_allocation_hours(sub)
     cluster, slurm_options, glue_options = _cluster_plan(sub)
     delay, needed = allocation_plan(sub.budget, sub.allocation_hours, sub.signal_delay_s, cfg, cluster)
     return Plan(sub, cfg, train_argv, cfg.checkpoint.output_dir, cluster, glue_runs, checkpoints, delay,
-                needed + sub.requeue_margin, slurm_options, glue_options, change)
+                needed + sub.requeue_margin, slurm_options, glue_options, change, note)
 
 
 # ---- the executor chain: pretraining -> GLUE array (afterok) -> aggregation (afterany) ----
@@ -275,8 +291,11 @@ def main(argv=None) -> int:
     p = plan(argv)
     if p.budget_change and not p.sub.dry_run and resubmit.stop_running_chain(p.run_dir):
         p = plan(argv)  # decided again from the checkpoint the stopped trainer saved
-    print(f"hpc_bert: budget {p.sub.budget:g} h in allocations of {p.sub.allocation_hours:g} h on {p.cluster} "
-          f"(up to {p.max_requeues} requeues, signal {p.signal_delay_s} s before the limit); run dir {p.run_dir}"
+    print(f"hpc_bert: budget {p.sub.budget:g} h in allocations of {p.sub.allocation_hours:g} h"
+          + (f" ({p.allocation_note})" if p.allocation_note else "") + f" on {p.cluster} "
+          f"(up to {p.max_requeues} requeues, signal {p.signal_delay_s} s before the limit); run dir {p.run_dir}; "
+          f"{p.cfg.model.num_hidden_layers}-layer model from {p.sub.pretrain_config}"
+          + (f", {p.sub.gpus_per_node} GPUs per node" if p.sub.gpus_per_node else ", CPU only")
           + (f"; GLUE: {len(p.glue_runs)} fine-tuning runs over {', '.join(p.checkpoints)}" if p.glue_runs else "")
           + (f"\nhpc_bert: {p.budget_change}" if p.budget_change else ""), flush=True)
     if p.sub.dry_run:

@@ -50,7 +50,7 @@ class EventLog:
         self._fh.write(json.dumps(record) + "\n")
         if self._tb is not None:
             hours = elapsed_s / 3600.0
-            for key in ("loss", "lr", "samples_per_s", "val_loss"):
+            for key in ("loss", "lr", "samples_per_s", "tokens_per_s", "tokens_seen", "mfu", "val_loss"):
                 if record.get(key) is not None:
                     self._tb.add_scalar(f"{key}/by_step", record[key], step)
                     # TensorBoard's x axis must be an int: budget time in milli-hours

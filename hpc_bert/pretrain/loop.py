@@ -39,6 +39,7 @@ from hpc_bert.pretrain.step_decision import Agreed, Decision, TrainState, after_
 from hpc_bert.end_reason import EndReason
 from hpc_bert.errors import UserError
 from hpc_bert.pretrain.events import EventLog
+from hpc_bert.pretrain.throughput import throughput_for
 from hpc_bert.layout import FINAL_NAME, marker_name
 from hpc_bert.model.bert import MaskedLM, build_hf_model, count_parameters, padded_vocab_size
 from hpc_bert.model.compile import prepare_compiled, use_compile
@@ -154,6 +155,7 @@ class _Allocation:
                                           if val_batches else None) if use_compile(cfg.runtime, device) else 0.0
         self.engine, self.optimizer = initialize_engine(model, build_optimizer(model, cfg.optim),
                                                         deepspeed_config(cfg, accum, device))
+        self.throughput = throughput_for(cfg, vocab_size, info, device, world)
         self.state = self.restore(resume) if resume else TrainState()
         # ---- the clock starts at the first step; everything before is startup ----------------
         self.elapsed0 = meta["elapsed_s"] if meta else 0.0
@@ -183,7 +185,8 @@ class _Allocation:
                      f"{meta['world_size']} ranks" if meta else "fresh start")
                   + f"; startup {startup_s:.1f} s" + (f" (compile {self.compile_s:.1f} s)" if self.compile_s else ""))
         self.events.emit("allocation_start", self.state.step, self.elapsed0, startup_s=startup_s, world_size=world,
-                         compile_s=round(self.compile_s, 3),
+                         compile_s=round(self.compile_s, 3), tokens_seen=self.state.tokens_seen,
+                         device=self.throughput.device_name, flops_per_token=self.throughput.flops_per_token,
                          **({"job_id": ledger.current.job_id, "restart_count": ledger.current.restart_count,
                              "allocation": len(ledger.allocations)} if rank == 0 else {}))
 
@@ -202,11 +205,11 @@ class _Allocation:
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> int:
         state, clock = self.state, self.clock
-        batches = iter(self.loader)
+        batches = self.throughput.counting(iter(self.loader))
         self.engine.train()
         clock.start()
         loss_sum, epochs_ended, t_step = None, 0, time.monotonic()
-        self._t_print, self._samples_print = time.monotonic(), state.samples_seen
+        self.throughput.start(state.samples_seen, state.tokens_seen)
         while True:
             # agree: the boundary's one all-reduce (stop code, elapsed, the step's loss finite?)
             code, elapsed, nonfinite = agree_step(self.stop_code(), clock.elapsed(), loss_sum, self.device)
@@ -290,12 +293,13 @@ class _Allocation:
     # ---- actions -----------------------------------------------------------------------------
     def print_step(self, loss_sum: torch.Tensor, elapsed: float) -> None:
         state = self.state
-        (loss_all,) = all_sum([float(loss_sum) / (self.accum * self.world)], self.device)  # the loss's one read
-        now = time.monotonic()
-        rate = (state.samples_seen - self._samples_print) / max(now - self._t_print, 1e-9)
-        self._t_print, self._samples_print = now, state.samples_seen
-        self.events.emit("train", state.step, elapsed, loss=loss_all, lr=self.lr, samples_per_s=rate,
-                         epoch=state.epochs_done, batch_ids=sample_ids_digest(np.concatenate(self.step_ids)))
+        # the loss's one read; the ranks' real tokens travel with it
+        loss_all, tokens = all_sum([float(loss_sum) / (self.accum * self.world), self.throughput.take_pending()],
+                                   self.device)
+        state.tokens_seen += int(tokens)
+        self.events.emit("train", state.step, elapsed, loss=loss_all, lr=self.lr, epoch=state.epochs_done,
+                         batch_ids=sample_ids_digest(np.concatenate(self.step_ids)),
+                         **self.throughput.fields(state.samples_seen, state.tokens_seen))
         if self.rank == 0:
             self.ledger.heartbeat(self.clock, state.step)
 
@@ -326,9 +330,15 @@ class _Allocation:
                 "world_size": self.world, "vocab_size": self.vocab_size, "config": flat_dict(cfg),
                 "model_shape": {f: getattr(cfg.model, f) for f in SHAPE_FIELDS}}
 
+    def count_tokens(self) -> None:
+        """Add the ranks' real tokens not yet counted to tokens_seen (an all-reduce: every rank calls it)."""
+        (tokens,) = all_sum([self.throughput.take_pending()], self.device)
+        self.state.tokens_seen += int(tokens)
+
     def save_checkpoint(self, why: str, agreed_elapsed: float, decay_start: bool = False) -> None:
         state, clock = self.state, self.clock
         t0 = time.monotonic()
+        self.count_tokens()  # the checkpoint's tokens_seen is exact, so a resumed run continues it
         with clock.phase("checkpoint"):
             state.last_checkpoint_elapsed_s, state.last_checkpoint_epoch = agreed_elapsed, state.epochs_done
             if decay_start:  # the state of any longer run here: kept by the rotation, found by an extension
@@ -361,8 +371,10 @@ class _Allocation:
         # every rank must hold the same weights: compare a checksum across ranks
         checksum = float(sum(p.detach().double().sum() for p in self.engine.module.parameters()))
         hi, neg_lo = all_agree_max([checksum, -checksum], self.device)
+        self.count_tokens()
         self.events.emit("allocation_end", state.step, clock.elapsed(), reason=reason, cause=d.cause,
-                         world_size=self.world, param_checksum_min=-neg_lo, param_checksum_max=hi,
+                         world_size=self.world, tokens_seen=state.tokens_seen, param_checksum_min=-neg_lo,
+                         param_checksum_max=hi,
                          **({"restart_count": self.ledger.current.restart_count} if self.rank == 0 else {}))
         if self.rank == 0:
             self.ledger.end_allocation(clock, state.step, reason)

@@ -22,6 +22,7 @@ class TrainState:
     """Rank-independent progress, stored in each checkpoint's meta.json."""
     step: int = 0
     samples_seen: int = 0
+    tokens_seen: int = 0  # real tokens (padding excluded), all ranks
     epochs_done: int = 0
     validations_done: list[int] = field(default_factory=list)
     markers_done: list[float] = field(default_factory=list)
