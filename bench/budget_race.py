@@ -234,6 +234,28 @@ def time_to_reach(curve: list[tuple[float, float]], target: float, start_loss: f
     return None
 
 
+def hf_side(data, rows, args, lr: float, batch: int, warmup: float, evals):
+    """The HF Trainer's pilot, its LR sweep at the budget and the best LR's extended run:
+    (loss by LR at the budget, best LR, extended run's train seconds, its loss curve)."""
+    budget_s = args.minutes * 60
+    rate = pilot_rate(data, rows, args.seed, lr, batch, warmup)
+    steps = max(1, int(rate * budget_s))
+    say(f"[hf] pilot: {rate:.3f} steps/s -> max_steps {steps} for the budget  ({load()})")
+    sweep = {}
+    for peak in (lr, lr / 2, lr / 4):
+        seconds, done, _, final = run_hf(data, rows, args.seed, peak, steps, budget_s, batch, warmup, evals)
+        sweep[peak] = final
+        say(f"[hf] lr {peak:g}: {done} steps in {seconds:.0f} s: eval MLM loss {final:.3f}  ({load()})")
+    best = min(sweep, key=sweep.get)
+    long_s = budget_s * args.hf_factor
+    seconds, done, curve, final = run_hf(data, rows, args.seed, best, max(1, int(rate * long_s)), long_s, batch,
+                                         warmup, evals, long_s / args.eval_points)
+    say(f"[hf] lr {best:g}, schedule for {args.hf_factor:g} budgets: {done} steps in {seconds:.0f} s: "
+        f"eval MLM loss {final:.3f}  ({load()})")
+    say("[hf] curve (train s, eval loss): " + ", ".join(f"({t:.0f}, {v:.3f})" for t, v in curve))
+    return sweep, best, seconds, curve
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=3.0, help="the budget: minutes of training each side")
@@ -271,21 +293,7 @@ def main() -> int:
     say(f"[ours] {our_steps(run_dir)} steps in {budget_s:.0f} s: eval MLM loss {ours:.3f}  ({load()})")
 
     rows = ShardRows(data)
-    rate = pilot_rate(data, rows, args.seed, lr, batch, warmup)
-    steps = max(1, int(rate * budget_s))
-    say(f"[hf] pilot: {rate:.3f} steps/s -> max_steps {steps} for the budget  ({load()})")
-    sweep = {}
-    for peak in (lr, lr / 2, lr / 4):
-        seconds, done, _, final = run_hf(data, rows, args.seed, peak, steps, budget_s, batch, warmup, evals)
-        sweep[peak] = final
-        say(f"[hf] lr {peak:g}: {done} steps in {seconds:.0f} s: eval MLM loss {final:.3f}  ({load()})")
-    best = min(sweep, key=sweep.get)
-    long_s = budget_s * args.hf_factor
-    seconds, done, curve, final = run_hf(data, rows, args.seed, best, max(1, int(rate * long_s)), long_s, batch,
-                                         warmup, evals, long_s / args.eval_points)
-    say(f"[hf] lr {best:g}, schedule for {args.hf_factor:g} budgets: {done} steps in {seconds:.0f} s: "
-        f"eval MLM loss {final:.3f}  ({load()})")
-    say("[hf] curve (train s, eval loss): " + ", ".join(f"({t:.0f}, {v:.3f})" for t, v in curve))
+    sweep, best, seconds, curve = hf_side(data, rows, args, lr, batch, warmup, evals)
     reach = time_to_reach(curve, ours, start_loss)
     say("")
     say(f"at the budget ({args.minutes:g} min): ours {ours:.3f}, HF {sweep[best]:.3f} (best of lr "
