@@ -22,7 +22,8 @@ ROLES = ("pretrain", "glue_array", "glue_round2", "aggregate")  # glue_round2: s
 DONE_STATES = {"COMPLETED"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT"}
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "RESIZING"}
-# everything else (FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, DEADLINE, BOOT_FAIL) failed
+CANCELLED_STATES = {"CANCELLED"}  # by scancel or submit --cancel: stopped on purpose, not failed
+# everything else (FAILED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, DEADLINE, BOOT_FAIL) failed
 
 
 def slurm_available() -> bool:
@@ -70,7 +71,7 @@ class JobState:
 
     @property
     def failed(self) -> bool:
-        return self.state not in DONE_STATES | RUNNING_STATES | PENDING_STATES | {"GONE"}
+        return self.state not in DONE_STATES | RUNNING_STATES | PENDING_STATES | CANCELLED_STATES | {"GONE"}
 
 
 def _run(cmd: list[str]) -> str | None:
@@ -98,6 +99,8 @@ def classify(state: str) -> str:
         return "running"
     if state in PENDING_STATES:
         return "pending"
+    if state in CANCELLED_STATES:
+        return "cancelled"
     return "failed"
 
 
@@ -129,7 +132,7 @@ def job_state(job_id: str, array_size: int | None = None) -> JobState:
         r = records[0]
         return JobState(job_id, r.get("JobState", "UNKNOWN"), r.get("Reason", ""), _nodes(r),
                         int(r.get("Restarts", 0) or 0), r.get("ExitCode", ""))
-    tasks = {"done": 0, "running": 0, "pending": 0, "failed": 0}
+    tasks = {"done": 0, "running": 0, "pending": 0, "failed": 0, "cancelled": 0}
     nodes, reasons = set(), set()
     for r in records:
         kind = classify(r.get("JobState", ""))
@@ -139,10 +142,12 @@ def job_state(job_id: str, array_size: int | None = None) -> JobState:
         if kind == "pending" and r.get("Reason") not in (None, "", "None"):
             reasons.add(r["Reason"])
     known = sum(tasks.values())
+    if not tasks["cancelled"]:
+        del tasks["cancelled"]  # the usual case: the line lists what can happen without a cancel
     if known < array_size:
         tasks["gone"] = array_size - known
     summary = ("RUNNING" if tasks["running"] else "PENDING" if tasks["pending"]
-               else "FAILED" if tasks["failed"] else "COMPLETED")
+               else "FAILED" if tasks["failed"] else "CANCELLED" if tasks.get("cancelled") else "COMPLETED")
     return JobState(job_id, summary, ",".join(sorted(reasons)), ",".join(sorted(nodes)), tasks=tasks)
 
 

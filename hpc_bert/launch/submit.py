@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 from hpc_bert.config.flags import check_choices, field, leaf_fields, parse_config
 from hpc_bert.config.pretrain import PretrainConfig
-from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
+from hpc_bert.errors import UserError, exit_on_user_error, gather, raise_all
 from hpc_bert.launch import cluster_options
+from hpc_bert.launch.allocation_fit import check_allocation_long_enough, measured_startup_seconds
 from hpc_bert.launch import queue
 from hpc_bert.launch.queue import record_chain
 from hpc_bert.layout import GLUE_TABLE_MD, SUBMITIT_DIR
@@ -71,14 +72,15 @@ class SubmitConfig:
                                           "cancel the pending GLUE array and aggregation")
 
     def __post_init__(self):
-        check_choices(self)
+        problems = []
+        gather(problems, lambda: check_choices(self))
         if not (self.budget > 0 and math.isfinite(self.budget)):
-            raise ConfigError(f"--budget must be a positive number of hours, got {self.budget}: pass e.g. --budget 24")
+            problems.append(f"--budget must be a positive number of hours, got {self.budget}: pass e.g. --budget 24")
         if not self.allocation_hours > 0:
-            raise ConfigError(f"--allocation_hours must be > 0, got {self.allocation_hours}")
-        for name in ("nodes", "cpus_per_task", "glue_parallelism"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name} must be >= 1")
+            problems.append(f"--allocation_hours must be > 0, got {self.allocation_hours}")
+        problems += [f"--{name} must be >= 1" for name in ("nodes", "cpus_per_task", "glue_parallelism")
+                     if getattr(self, name) < 1]
+        raise_all(problems)
 
 
 def signal_delay_seconds(sub: SubmitConfig, cluster: str, save_s: float) -> int:
@@ -133,6 +135,37 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     return [("--pretrain_config" if a == "--config" else a) for a in mine], train
 
 
+def parse_both(argv: list[str]) -> tuple[SubmitConfig, PretrainConfig, list[str]]:
+    """Submit's flags and the pretraining flags, every bad input of both listed at once."""
+    mine, train_flags = split_argv(argv)
+    problems: list[str] = []
+    sub = gather(problems, lambda: parse_config(
+        SubmitConfig, mine, prog="python -m hpc_bert.submit",
+        description="Pretraining with requeues, then the GLUE array, then the table. "
+                    "Flags not listed here are pretraining flags: see python -m hpc_bert.train --help.")[0])
+    # with submit's own flags wrong, the pretraining flags are still checked (against the config named)
+    config = sub.pretrain_config if sub else _flag_value(mine, "--pretrain_config", SubmitConfig.pretrain_config)
+    if not os.path.isfile(config):
+        raise_all(problems + [f"pretraining config {config} does not exist: pass --config FILE.yaml "
+                              "(see configs/pretrain/)"])
+    train_argv = ["--config", config, *train_flags]
+    if sub:
+        train_argv += ["--total_training_time", str(sub.budget)] + (["--output_dir", sub.run_dir] if sub.run_dir else [])
+    cfg = gather(problems, lambda: parse_config(PretrainConfig, train_argv,
+                                                prog="python -m hpc_bert.submit (pretraining flags)")[0])
+    raise_all(problems)
+    return sub, cfg, train_argv
+
+
+def _flag_value(argv: list[str], flag: str, default: str) -> str:
+    for i, a in enumerate(argv):
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+        if a == flag and i + 1 < len(argv):
+            return argv[i + 1]
+    return default
+
+
 @dataclass
 class Plan:
     """Everything checked and decided before anything is submitted or written."""
@@ -153,36 +186,32 @@ class Plan:
         return os.path.join(self.run_dir, SUBMITIT_DIR)
 
 
+def glue_plan(sub: SubmitConfig, cfg: PretrainConfig, run_dir: str) -> tuple[list, list[str]]:
+    """The GLUE runs of --glue and the fine-tune checkpoints they start from."""
+    from hpc_bert.glue import grid as glue_grid
+    grid = glue_grid.load_grid(sub.glue)
+    checkpoints = glue_grid.checkpoint_names(cfg.schedule.finetune_time_markers,
+                                             cfg.schedule.finetune_checkpoint_at_end)
+    if not checkpoints:
+        raise UserError("--glue needs fine-tune checkpoints: set --finetune_time_markers and/or "
+                        "--finetune_checkpoint_at_end in the pretraining config")
+    return glue_grid.expand(grid, glue_grid.resolve_checkpoints(grid, checkpoints, run_dir), run_dir), checkpoints
+
+
 def plan(argv: list[str]) -> Plan:
     """Parse and check everything; nothing is submitted and nothing is written."""
-    mine, train_flags = split_argv(argv)
-    sub, _ = parse_config(SubmitConfig, mine, prog="python -m hpc_bert.submit",
-                          description="Pretraining with requeues, then the GLUE array, then the table. "
-                                      "Flags not listed here are pretraining flags: see python -m hpc_bert.train --help.")
-    if not os.path.isfile(sub.pretrain_config):
-        raise UserError(f"pretraining config {sub.pretrain_config} does not exist: pass --config FILE.yaml "
-                        "(see configs/pretrain/)")
-    train_argv = ["--config", sub.pretrain_config, *train_flags, "--total_training_time", str(sub.budget)]
-    if sub.run_dir:
-        train_argv += ["--output_dir", sub.run_dir]
-    cfg, _ = parse_config(PretrainConfig, train_argv, prog="python -m hpc_bert.submit (pretraining flags)")
+    sub, cfg, train_argv = parse_both(argv)
     run_dir = cfg.checkpoint.output_dir
     from hpc_bert.runlock import check_not_live
     if os.path.isdir(run_dir):
         check_not_live(run_dir)
+    problems: list[str] = []
     if not sub.dry_run and not sub.prepare and (not cfg.data.dataset_path or not os.path.exists(cfg.data.dataset_path)):
-        raise UserError(f"--dataset_path {cfg.data.dataset_path} does not exist: prepare shards with "
+        problems.append(f"--dataset_path {cfg.data.dataset_path} does not exist: prepare shards with "
                         "python -m hpc_bert.data prepare, or fix the path in the config")
-    glue_runs, checkpoints = [], []
-    if sub.glue:
-        from hpc_bert.glue import grid as glue_grid
-        grid = glue_grid.load_grid(sub.glue)
-        checkpoints = glue_grid.checkpoint_names(cfg.schedule.finetune_time_markers,
-                                                 cfg.schedule.finetune_checkpoint_at_end)
-        if not checkpoints:
-            raise UserError("--glue needs fine-tune checkpoints: set --finetune_time_markers and/or "
-                            "--finetune_checkpoint_at_end in the pretraining config")
-        glue_runs = glue_grid.expand(grid, glue_grid.resolve_checkpoints(grid, checkpoints, run_dir), run_dir)
+    glue_runs, checkpoints = (gather(problems, lambda: glue_plan(sub, cfg, run_dir)) or ([], [])) \
+        if sub.glue else ([], [])
+    raise_all(problems)
     cluster = sub.cluster
     if cluster == "auto":
         cluster = "slurm" if queue.slurm_available() else "local"
@@ -206,9 +235,12 @@ def plan(argv: list[str]) -> Plan:
             cluster_options.sbatch_test_only(slurm_options, sub.partition, "pretraining")
         if sub.glue and glue_options and glue_options != slurm_options:
             cluster_options.sbatch_test_only(glue_options, sub.partition, "GLUE")
-    # The time-limit signal must leave room for one checkpoint save, measured when we can.
-    save_s = 0.0 if sub.signal_delay_s else measured_save_seconds(run_dir)
-    delay = signal_delay_seconds(sub, cluster, save_s if save_s is not None else estimated_save_seconds(cfg))
+    # An allocation must fit a start, some training and a checkpoint save (measured when we can);
+    # the time-limit signal must leave room for the save.
+    save_s = measured_save_seconds(run_dir)
+    save_s = save_s if save_s is not None else estimated_save_seconds(cfg)
+    check_allocation_long_enough(sub.allocation_hours, save_s, measured_startup_seconds(run_dir))
+    delay = signal_delay_seconds(sub, cluster, 0.0 if sub.signal_delay_s else save_s)
     needed = allocations_needed(sub.budget, sub.allocation_hours, delay, cluster)
     if cluster == "local" and needed > LOCAL_MAX_ALLOCATIONS:
         # the smallest allocation that fits: its signal lead is at most a tenth of it
@@ -369,8 +401,8 @@ def run_local(p: Plan) -> int:
     print(f"hpc_bert: pretraining (local job {pre.job_id}); log: {pre.paths.stdout}", flush=True)
     try:
         pre.result()
-    except Exception as e:  # submitit re-raises the job's failure
-        last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+    except Exception as e:  # submitit re-raises the job's failure; the job's log holds its one line
+        last = queue.error_line(str(pre.paths.stderr)) or (str(e).strip().splitlines() or [type(e).__name__])[-1]
         raise UserError(f"pretraining failed ({last}): see {pre.paths.stderr}; GLUE was not started") from None
     print(render(p.run_dir), flush=True)
     if not p.glue_runs:
