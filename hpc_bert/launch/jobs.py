@@ -173,7 +173,7 @@ class AggregateTask:
         failure = upstream_failure(self.run_dir)
         if failure:
             print(f"hpc_bert: error: {failure}", file=sys.stderr, flush=True)
-            raise RuntimeError(failure)
+            sys.exit(1)  # failed (so it shows as failed) with that one line last in its log, no traceback
         rc = glue_main(["aggregate", self.run_dir])
         from hpc_bert.pretrain.wandb_run import log_glue_table, read_record
         if rc == 0 and read_record(self.run_dir) is not None:

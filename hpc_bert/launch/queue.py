@@ -179,6 +179,9 @@ def describe(role: str, js: JobState) -> str:
     return "; ".join(parts)
 
 
+BATCH_LOG = "%j_batch.err"  # a SLURM job's batch shell stderr (srun's own messages), beside the ranks' logs
+
+
 def job_log(chain: dict, job_id: str) -> str:
     """Rank 0's stderr log of a job (``<array>_<task>`` for an array task), as submitit names it."""
     return os.path.join(chain["logs"], f"{job_id}_0_log.err")

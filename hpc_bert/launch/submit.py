@@ -27,6 +27,7 @@ from hpc_bert.launch import cluster_options
 from hpc_bert.launch.allocation_fit import check_allocation_long_enough, measured_startup_seconds
 from hpc_bert.launch import queue
 from hpc_bert.launch.queue import record_chain
+from hpc_bert.launch.queue import BATCH_LOG
 from hpc_bert.layout import GLUE_TABLE_MD, SUBMITIT_DIR
 
 LOCAL_MAX_ALLOCATIONS = 6  # submitit's LocalExecutor relaunches a job at most 6 times (its max_retry)
@@ -269,7 +270,9 @@ def _executor(p: Plan, name: str, hours: float, nodes: int, tasks: int, gpus: in
     ex = executor_cls(folder=p.folder, max_num_timeout=p.max_requeues)
     site = {"hpc_bert_pretrain": p.slurm_options, "hpc_bert_glue": p.glue_slurm_options}.get(
         name, cluster_options.without_gpus(p.glue_slurm_options))
-    extra = {"requeue": True, **site}
+    # the batch shell's own messages (srun's "task 0: Exited with exit code 2") go to a file of their
+    # own, so the job's log (rank 0's) ends with the line that says what happened
+    extra = {"requeue": True, "error": os.path.join(os.path.abspath(p.folder), BATCH_LOG), **site}
     if after:
         extra.update({"dependency": after, "kill-on-invalid-dep": "yes"})
     params = dict(job_name=name, time=minutes, nodes=nodes, ntasks_per_node=tasks, cpus_per_task=sub.cpus_per_task,
