@@ -45,6 +45,19 @@ def partition_limit_hours(partition: str | None) -> float | None:
     return int(days or 0) * 24 + parts[0] + parts[1] / 60 + parts[2] / 3600
 
 
+def partition_grace_s(partition: str | None) -> float | None:
+    """Seconds a preempted job of the partition (default: the default one) gets between SIGTERM and
+    SIGKILL: its GraceTime; None when its jobs are not preempted or SLURM does not say."""
+    for line in (_run(["scontrol", "show", "partition", "-o"] + ([partition] if partition else [])) or "").splitlines():
+        fields = dict(m.groups() for m in re.finditer(r"(\w+)=(\S*)", line))
+        if partition or fields.get("Default") == "YES":
+            if fields.get("PreemptMode", "OFF").upper().startswith("OFF"):
+                return None
+            grace = fields.get("GraceTime", "")
+            return float(grace) if grace.isdigit() and int(grace) > 0 else None  # 0: SIGKILL after KillWait
+    return None
+
+
 def record_chain(run_dir: str, cluster: str, jobs: dict[str, str], glue_tasks: int, logs: str,
                  allocation_hours: float, glue_round2_tasks: int = 0) -> dict:
     """Write the chain's job ids (role -> id) for status and --cancel; returns the record."""

@@ -24,17 +24,15 @@ from hpc_bert.config.flags import check_choices, field, leaf_fields, parse_confi
 from hpc_bert.config.pretrain import PretrainConfig
 from hpc_bert.errors import UserError, exit_on_user_error, gather, raise_all
 from hpc_bert.launch import cluster_options
-from hpc_bert.launch.allocation_fit import check_allocation_long_enough, measured_startup_seconds
+from hpc_bert.launch.allocation_fit import (ALLOCATION_OVERHEAD_S, allocations_needed, check_allocation_long_enough,
+                                            estimated_save_seconds, grace_note, measured_save_seconds,
+                                            measured_startup_seconds, signal_delay_seconds)
 from hpc_bert.launch import queue
 from hpc_bert.launch.queue import record_chain
 from hpc_bert.launch.queue import BATCH_LOG
 from hpc_bert.layout import GLUE_TABLE_MD, SUBMITIT_DIR
 
 LOCAL_MAX_ALLOCATIONS = 6  # submitit's LocalExecutor relaunches a job at most 6 times (its max_retry)
-# Seconds of an allocation lost besides the signal lead: SLURM sends the time-limit signal up to
-# ~30 s early and a job needs ~60 s to start; a local job starts in ~20 s and is signalled on time.
-ALLOCATION_OVERHEAD_S = {"slurm": 90.0, "local": 20.0}
-SAVE_BYTES_PER_S = 200e6  # assumed checkpoint write speed until a save was measured
 HELP_FLAGS = ("-h", "--help")
 
 
@@ -82,39 +80,6 @@ class SubmitConfig:
         problems += [f"--{name} must be >= 1" for name in ("nodes", "cpus_per_task", "glue_parallelism")
                      if getattr(self, name) < 1]
         raise_all(problems)
-
-
-def signal_delay_seconds(sub: SubmitConfig, cluster: str, save_s: float) -> int:
-    """The time-limit signal's lead: room for one checkpoint save (3x the measured or estimated
-    save, plus 30 s), but at most a tenth of a short allocation, which must train at all."""
-    delay = sub.signal_delay_s or int(max(60 if cluster == "slurm" else 10, 3 * save_s + 30))
-    return int(min(delay, sub.allocation_hours * 3600 / 10))
-
-
-def allocations_needed(budget_hours: float, allocation_hours: float, signal_delay_s: float, cluster: str) -> int:
-    """Allocations the budget needs: each loses the signal lead and the cluster's overhead
-    (at least a fifth of it is assumed to train)."""
-    alloc_s = allocation_hours * 3600
-    useful_s = max(0.2 * alloc_s, alloc_s - signal_delay_s - ALLOCATION_OVERHEAD_S[cluster])
-    return math.ceil(budget_hours * 3600 / useful_s)
-
-
-def measured_save_seconds(run_dir: str) -> float | None:
-    from hpc_bert.pretrain.events import read_events
-    if not os.path.isdir(run_dir):
-        return None
-    saves = [e.get("seconds", 0) for e in read_events(run_dir) if e["event"] == "checkpoint"]
-    return max(saves) if saves else None
-
-
-def estimated_save_seconds(cfg: PretrainConfig) -> float:
-    """Before any save was measured: one checkpoint of the model's real parameter count (built
-    on the meta device, with the tokenizer's vocab) written at SAVE_BYTES_PER_S."""
-    from hpc_bert.data.tokenizer import load_tokenizer
-    from hpc_bert.model.bert import model_vocab_size, parameter_count
-    from hpc_bert.pretrain.checkpoint import checkpoint_bytes
-    vocab_size = cfg.model.vocab_size or model_vocab_size(cfg.model, len(load_tokenizer(cfg.model.tokenizer_name)))
-    return checkpoint_bytes(parameter_count(cfg.model, vocab_size)) / SAVE_BYTES_PER_S
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -181,6 +146,7 @@ class Plan:
     max_requeues: int
     slurm_options: dict
     glue_slurm_options: dict
+    grace_s: float | None = None  # the partition's preemption GraceTime, for the trainer
 
     @property
     def folder(self) -> str:
@@ -241,7 +207,11 @@ def plan(argv: list[str]) -> Plan:
     save_s = measured_save_seconds(run_dir)
     save_s = save_s if save_s is not None else estimated_save_seconds(cfg)
     check_allocation_long_enough(sub.allocation_hours, save_s, measured_startup_seconds(run_dir))
-    delay = signal_delay_seconds(sub, cluster, 0.0 if sub.signal_delay_s else save_s)
+    grace_s = queue.partition_grace_s(sub.partition) if cluster == "slurm" and queue.slurm_available() else None
+    note = grace_note(grace_s, save_s, cfg.checkpoint.checkpoint_every_minutes)
+    if note:
+        print(f"hpc_bert: {note}", flush=True)
+    delay = signal_delay_seconds(sub.signal_delay_s, sub.allocation_hours, cluster, save_s)
     needed = allocations_needed(sub.budget, sub.allocation_hours, delay, cluster)
     if cluster == "local" and needed > LOCAL_MAX_ALLOCATIONS:
         # the smallest allocation that fits: its signal lead is at most a tenth of it
@@ -250,7 +220,7 @@ def plan(argv: list[str]) -> Plan:
                         f"but --cluster local runs at most {LOCAL_MAX_ALLOCATIONS}: pass --allocation_hours "
                         f"{math.ceil(hours * 1000) / 1000:g} or more")
     return Plan(sub, cfg, train_argv, run_dir, cluster, glue_runs, checkpoints, delay,
-                needed + sub.requeue_margin, slurm_options, glue_options)
+                needed + sub.requeue_margin, slurm_options, glue_options, grace_s)
 
 
 # ---- the executor chain: pretraining -> GLUE array (afterok) -> aggregation (afterany) ----
@@ -320,7 +290,7 @@ def sbatch_text(executor, array_size: int | None = None) -> str:
 def _tasks(p: Plan):
     from hpc_bert.launch.jobs import AggregateTask, GlueTask, PretrainJob
     workdir = os.getcwd()
-    return (PretrainJob(p.train_argv, p.run_dir, p.max_requeues, workdir),
+    return (PretrainJob(p.train_argv, p.run_dir, p.max_requeues, workdir, p.grace_s),
             GlueTask(p.sub.glue, p.run_dir, p.checkpoints, workdir), AggregateTask(p.run_dir, workdir))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from enum import IntEnum
 
 import torch
@@ -116,10 +117,13 @@ class StopFlag:
 
     def __init__(self):
         self.code = StopCode.NONE
+        self.preempted_at: float | None = None  # monotonic time of the first SIGTERM: the grace time runs
         self._previous = {}
 
     def _handle(self, signum, _frame):
         self.code = max(self.code, SIGNAL_CODES[signum])
+        if signum == signal.SIGTERM and self.preempted_at is None:
+            self.preempted_at = time.monotonic()
 
     def install(self) -> "StopFlag":
         for s in SIGNAL_CODES:

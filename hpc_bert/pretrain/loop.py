@@ -33,7 +33,7 @@ from hpc_bert.pretrain.engine import accumulate, deepspeed_config, initialize_en
 from hpc_bert.config.flags import flat_dict
 from hpc_bert.pretrain.distributed import (StopCode, StopFlag, agree_step, all_agree_max, all_sum, barrier,
                                            init_distributed, shutdown)
-from hpc_bert.runenv import allocation_end, dist_env
+from hpc_bert.runenv import allocation_end, dist_env, preempt_grace_s
 from hpc_bert.pretrain.step_decision import Agreed, Decision, TrainState, after_validation, decide
 from hpc_bert.end_reason import EndReason
 from hpc_bert.errors import UserError
@@ -248,6 +248,8 @@ class _Allocation:
                 self.save_marker(m, elapsed)
             if d.stop and not d.stop.finished:  # W&B: mark the run preempting before the save
                 self.events.stopping(state.step, elapsed, d.stop, d.cause)
+            if d.checkpoint and d.stop is EndReason.PREEMPTED:
+                d = self.within_grace(d)
             if d.checkpoint:
                 self.save_checkpoint(d.checkpoint, elapsed)
             if d.stop:
@@ -256,6 +258,19 @@ class _Allocation:
             loss_sum, epochs_ended = self.optimizer_step(batches, elapsed)
             faults.at("step", state.step)  # tests: a signal after step N is agreed at N's boundary
         return self.finish(d)
+
+    def within_grace(self, d: Decision) -> Decision:
+        """Preempted with only SIGTERM: SIGKILL follows after the partition's grace time. A save that
+        would not finish before it is not started (the previous checkpoint stays the newest, and a
+        save cut anyway leaves only a .partial folder, removed at the next save). Ranks agree, as the
+        save is collective; unknown grace or no save measured yet: try."""
+        grace, since = preempt_grace_s(), self.stop.preempted_at
+        left = (since + grace - time.monotonic()) if grace and since is not None else float("inf")
+        (late,) = all_agree_max([float(self.save_s > 0 and 1.5 * self.save_s + 2.0 > left)], self.device)
+        if not late:
+            return d
+        return dataclasses.replace(d, checkpoint=None, cause=f"{d.cause}; no checkpoint: a save takes "
+                                   f"~{self.save_s:.1f} s, {max(left, 0):.1f} s of the {grace:g} s grace time left")
 
     def stop_code(self) -> StopCode:
         """This rank's request: a signal, or the allocation end closer than a save and a few steps."""
