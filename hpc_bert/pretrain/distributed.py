@@ -67,6 +67,15 @@ def agree_step(stop_code: int, elapsed_s: float, loss_sum: torch.Tensor | None, 
     return int(code), elapsed, nonfinite > 0
 
 
+# what gloo says when the process at the other end of a collective died (NCCL raises DistError)
+PEER_FAILURES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+def peer_lost(e: BaseException, world_size: int) -> bool:
+    """``e`` says that another rank of a multi-rank run is gone (its process or node died)."""
+    return world_size > 1 and (isinstance(e, dist.DistError) or any(s in str(e) for s in PEER_FAILURES))
+
+
 def shutdown() -> None:
     """End the process group before the interpreter exits: left to exit-time destructors, gloo's
     worker threads can be torn down while joinable and abort the process (exit -6) after a

@@ -32,7 +32,7 @@ from hpc_bert.pretrain.elastic import accumulation_steps, fresh_rng_state
 from hpc_bert.pretrain.engine import accumulate, deepspeed_config, initialize_engine
 from hpc_bert.config.flags import flat_dict
 from hpc_bert.pretrain.distributed import (StopCode, StopFlag, agree_step, all_agree_max, all_sum, barrier,
-                                           init_distributed, shutdown)
+                                           init_distributed, peer_lost, shutdown)
 from hpc_bert.runenv import allocation_end, dist_env, preempt_grace_s
 from hpc_bert.pretrain.step_decision import Agreed, Decision, TrainState, after_validation, decide
 from hpc_bert.end_reason import EndReason
@@ -221,6 +221,14 @@ class _Allocation:
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> int:
+        try:
+            return self.loop()
+        except RuntimeError as e:
+            if not peer_lost(e, self.world):
+                raise
+            return self.lost_peer(e)
+
+    def loop(self) -> int:
         state, clock = self.state, self.clock
         batches = iter(self.loader)
         self.engine.train()
@@ -354,6 +362,18 @@ class _Allocation:
         barrier()
 
     # ---- the end of this allocation ------------------------------------------------------------
+    def lost_peer(self, e: RuntimeError) -> int:
+        """Another rank is gone (its node died): no save is possible, as a save is collective. End
+        this allocation's record and ask for a requeue: the next allocation resumes from the newest
+        checkpoint on the nodes it gets, and the ledger counts the training after it as lost."""
+        if self.rank == 0:
+            self.ledger.end_allocation(self.clock, self.state.step, EndReason.CRASH)
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        print(f"hpc_bert: rank {self.rank}: another rank is gone at step {self.state.step} ({why}): no checkpoint "
+              "can be saved; requeue to resume from the newest one", file=sys.stderr, flush=True)
+        self.stop.uninstall()
+        return EndReason.CRASH.exit_status
+
     def finish(self, d: Decision) -> int:
         state, clock, reason = self.state, self.clock, d.stop
         finished = reason.finished
