@@ -208,8 +208,7 @@ def plan(argv: list[str]) -> Plan:
     save_s = save_s if save_s is not None else estimated_save_seconds(cfg)
     check_allocation_long_enough(sub.allocation_hours, save_s, measured_startup_seconds(run_dir))
     grace_s = queue.partition_grace_s(sub.partition) if cluster == "slurm" and queue.slurm_available() else None
-    note = grace_note(grace_s, save_s, cfg.checkpoint.checkpoint_every_minutes)
-    if note:
+    if note := grace_note(grace_s, save_s, cfg.checkpoint.checkpoint_every_minutes):
         print(f"hpc_bert: {note}", flush=True)
     delay = signal_delay_seconds(sub.signal_delay_s, sub.allocation_hours, cluster, save_s)
     needed = allocations_needed(sub.budget, sub.allocation_hours, delay, cluster)
