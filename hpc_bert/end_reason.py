@@ -21,6 +21,7 @@ class EndReason(str, Enum):
     SIGNAL = "signal"            # SIGINT
     CRASH = "crash"              # the allocation died without ending its ledger record
     ERROR = "error"              # a non-finite loss: nothing saved, the run fails
+    CANCELLED = "cancelled"      # submit --cancel: saved, the job ends; the same submit command continues
 
     def __str__(self) -> str:
         return self.value
@@ -32,10 +33,11 @@ class EndReason(str, Enum):
 
     @property
     def exit_status(self) -> int:
-        """0 when finished, 1 on error, else EXIT_REQUEUE so the scheduler requeues the job."""
+        """0 when finished or cancelled (the job ends, nothing is requeued), 1 on error, else
+        EXIT_REQUEUE so the scheduler requeues the job."""
         if self is EndReason.ERROR:
             return 1
-        return 0 if self.finished else EXIT_REQUEUE
+        return 0 if self.finished or self is EndReason.CANCELLED else EXIT_REQUEUE
 
 
 _FINISHED = frozenset({EndReason.BUDGET_DONE, EndReason.EARLY_EXIT, EndReason.EARLY_STOP})

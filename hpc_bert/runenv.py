@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 DEADLINE_ENV = "HPC_BERT_ALLOCATION_END"
+GRACE_ENV = "HPC_BERT_PREEMPT_GRACE_S"  # seconds between a preemption's SIGTERM and its SIGKILL
 DEFAULT_PORT = 29500  # torch.distributed's usual port, when no job id spreads jobs apart
 PORT_BASE, PORT_SPAN = 20000, 20000  # a job's port: one per job id, away from ephemeral ports
 
@@ -117,6 +118,16 @@ def allocation_end(env: Mapping[str, str] = os.environ) -> float | None:
         return float(raw) if raw else None
     except ValueError:
         return None
+
+
+def preempt_grace_s(env: Mapping[str, str] = os.environ) -> float | None:
+    """Seconds a preempted job has between SIGTERM and SIGKILL (the partition's GraceTime), as the
+    launcher exported it; None when unknown."""
+    try:
+        grace = float(env.get(GRACE_ENV, "") or "nan")
+    except ValueError:
+        return None
+    return grace if grace > 0 else None
 
 
 def slurm_end_time(slurm_job_id: str) -> float | None:

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -124,7 +123,7 @@ def test_lock_blocks_a_second_job_and_stale_lock_is_taken_over(tmp_path):
         assert owner and owner["pid"] == holder.pid
         r = subprocess.run([sys.executable, "-c", "import sys; from hpc_bert.runlock import RunLock; "
                             "RunLock(sys.argv[1]).acquire()", run], capture_output=True, text=True)
-        assert r.returncode != 0 and f"in use by" in r.stderr and f"pid {holder.pid}" in r.stderr
+        assert r.returncode != 0 and "in use by" in r.stderr and f"pid {holder.pid}" in r.stderr
     finally:
         holder.kill()   # SIGKILL: the lock file stays behind, the kernel lock does not
         holder.wait()

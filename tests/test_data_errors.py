@@ -126,7 +126,8 @@ def run_cli(capsys, *argv) -> tuple[int, str]:
     with pytest.raises(SystemExit) as e:
         main(list(argv))
     err = capsys.readouterr().err
-    assert err.startswith("hpc_bert: error: ") and err.count("\n") == 1
+    # one line per bad input
+    assert all(x.startswith("hpc_bert: error: ") for x in err.splitlines()) and err.endswith("\n"), err
     return e.value.code, err
 
 
@@ -134,7 +135,8 @@ def test_cli_errors_are_one_line(capsys, tmp_path):
     code, err = run_cli(capsys, "prepare", "--input", str(tmp_path / "none.txt"), "--output_dir", str(tmp_path),
                         "--tokenizer_name", str(tmp_path / "vocab.txt"))
     assert code == 2 and "does not exist" in err
-    assert "did you mean --max_seq_length" in run_cli(capsys, "samples", "--max_seq_lenght", "8")[1]
+    err = run_cli(capsys, "samples", "--max_seq_lenght", "8")[1]  # two bad inputs: two lines
+    assert err.count("\n") == 2 and "did you mean --max_seq_length" in err and "--input is required" in err
     assert "unknown command 'shards': choose one of fetch, shard" in run_cli(capsys, "shards")[1]
     assert "--output_dir is required" in run_cli(capsys, "fetch")[1]
     err = run_cli(capsys, "prepare", "--output_dir", "x")[1]

@@ -1,6 +1,5 @@
 """python -m hpc_bert.export: a real tiny run (stopped once and resumed) exported to a folder that
 transformers loads offline, with a model card that holds the ledger's figures."""
-import json
 import os
 import subprocess
 import sys
@@ -48,7 +47,7 @@ def test_export_loads_offline_and_its_card_holds_the_ledger(run, tmp_path):
     ledger = Ledger.load(str(run))
     totals = ledger.totals()
     assert totals["allocations"] == 2 and totals["requeues"] == 1
-    assert f"in 2 allocations (1 requeue)" in card
+    assert "in 2 allocations (1 requeue)" in card
     assert f"Budget {ledger.budget_s / 3600:g} h" in card and f"lost {totals['lost_s']:.1f}" in card
     events = read_events(str(run))
     tokens = max(e["tokens_seen"] for e in events if e.get("tokens_seen") is not None)

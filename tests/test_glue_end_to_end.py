@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import collections
 import csv
-import importlib.util
 import json
 import os
 import random

@@ -23,7 +23,9 @@ def test_job_lines_say_why_where_and_how_often():
                                                                             "failed": 1}))
     assert line == "glue_array job 13: running; on n2; 3 done, 1 running, 4 pending, 1 failed tasks"
     assert "exit code 1:0" in describe("aggregate", JobState("14", "FAILED", exit_code="1:0"))
-    assert JobState("14", "CANCELLED").failed and not JobState("14", "COMPLETED").failed
+    assert JobState("14", "FAILED").failed and JobState("14", "NODE_FAIL").failed
+    assert not JobState("14", "COMPLETED").failed
+    assert not JobState("14", "CANCELLED").failed  # stopped on purpose (scancel, submit --cancel), not a failure
 
 
 def test_budget_eta_from_rate_and_allocation_length(tmp_path):

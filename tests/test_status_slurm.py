@@ -13,7 +13,7 @@ from hpc_bert.pretrain.clock import Ledger
 from hpc_bert.pretrain.events import read_events
 from pretrain_fixtures import REPO
 from slurm_fixture import sbatch, scancel, wait_until
-from test_submit_slurm import inputs, job_ids, ledger_done, pretrain_flags, queued, submit  # noqa: F401
+from test_submit_slurm import inputs, job_ids, last_line, ledger_done, pretrain_flags, queued, submit  # noqa: F401
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -76,17 +76,26 @@ def test_cancel_saves_then_resubmit_continues_the_ledger(slurm_cluster, inputs, 
     assert "sent USR2" in c.stdout
     wait_until(lambda: not queued(slurm_cluster, set(ids.values())), 120, "the cancelled chain to leave the queue")
     led = Ledger.load(run)
-    assert len(led.allocations) == 1 and led.current.end_reason == "timeout"  # stopped by its signal, saved
+    assert len(led.allocations) == 1 and led.current.end_reason == "cancelled"  # stopped by the cancel, saved
     latest = json.load(open(os.path.join(run, "checkpoints", "latest.json")))
     assert latest["step"] == led.current.step_last  # the checkpoint holds the last step trained
     assert not os.path.exists(os.path.join(run, "glue"))  # GLUE never started
-    assert "cancelled by submit --cancel" in status(run)
+    end = last_line(os.path.join(run, "submitit", f"{ids['pretrain']}_0_log.err"))
+    assert end.startswith("hpc_bert: stopped by python -m hpc_bert.submit --cancel after saving a checkpoint "
+                          f"at step {latest['step']}"), end
+    out = status(run)
+    assert "cancelled by submit --cancel" in out and "FAILED" not in out, out
+    pre_line = next(x for x in out.splitlines() if f"pretrain job {ids['pretrain']}:" in x)
+    assert "cancelled by submit --cancel" in pre_line, out
+    glue_line = next(x for x in out.splitlines() if f"glue_array job {ids['array']}:" in x)
+    assert " 0 failed" in glue_line or "no longer known" in glue_line, out  # cancelled tasks are not failures
     r = submit(args)  # the same command continues the budget
     assert r.returncode == 0, r.stderr
     led = wait_until(lambda: ledger_done(run), 400, "the resubmitted budget to be spent", interval=2)
     first, second = led.allocations[0], led.allocations[1]
     assert len(led.allocations) == 2, [a.end_reason for a in led.allocations]
-    assert (first.end_reason, second.end_reason) == ("timeout", "budget_done")
+    assert (first.end_reason, second.end_reason) == ("cancelled", "budget_done")
+    assert (led.totals()["requeues"], led.totals()["resubmissions"]) == (0, 1)  # a new job, not a requeue
     assert second.elapsed_begin_s == pytest.approx(latest["elapsed_s"], abs=1e-6)  # resumed the cancel's checkpoint
     assert first.lost_s < 1.0  # only the tail of the stop-save: no training lost, none counted twice
     assert second.step_begin == first.step_last

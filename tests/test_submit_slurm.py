@@ -2,11 +2,9 @@
 
 Timing assertions tolerate SLURM's ~30 s signal jitter: they bound, never pin.
 """
-import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -72,6 +70,13 @@ def ledger_done(run_dir):
     except Exception:
         return None
     return led if led and led.totals()["done"] else None
+
+
+def last_line(log_path) -> str:
+    """The job log's last line, after asserting that the log holds no traceback."""
+    text = open(log_path).read()
+    assert "Traceback" not in text, text[-3000:]
+    return text.strip().splitlines()[-1]
 
 
 def queued(cluster, ids) -> list[str]:
@@ -180,12 +185,17 @@ def test_failed_pretraining_leaves_no_glue_job_pending(slurm_cluster, inputs, tm
     assert len(lines) == 1 and f"pretraining job {jobs['pretrain']} failed" in lines[0], agg_log[-2000:]
     assert f"{jobs['pretrain']}_0_log.err" in lines[0] and "train_shard_0.hdf5" in lines[0]
     assert "no results.json" not in agg_log
+    # the pretraining job's log ends with the trainer's one line, no traceback after it
+    end = last_line(os.path.join(run, "submitit", f"{jobs['pretrain']}_0_log.err"))
+    assert end.startswith("hpc_bert: error: ") and "train_shard_0.hdf5" in end, end
     status = subprocess.run([sys.executable, "-m", "hpc_bert.status", run], cwd=REPO, capture_output=True,
                             text=True)
     assert status.returncode == 0, status.stderr
     failed = [x for x in status.stdout.splitlines() if "FAILED:" in x]
-    assert len(failed) == 1 and f"pretraining job {jobs['pretrain']} failed" in failed[0], status.stdout
+    assert len(failed) == 1 and f"pretraining job {jobs['pretrain']} failed before training started" in failed[0], \
+        status.stdout
     assert "train_shard_0.hdf5" in failed[0]
+    assert "has not started training" not in status.stdout  # failed, not waiting to start
 
 
 def test_allocation_longer_than_partition_limit(slurm_cluster, inputs, tmp_path):

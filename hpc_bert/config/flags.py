@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from hpc_bert.errors import ConfigError, UserError
+from hpc_bert.errors import ConfigError, UserError, gather, problems_of, raise_all
 
 
 def _is_section(tp: Any) -> bool:
@@ -174,28 +174,48 @@ def flatten_yaml(cls, data: dict[str, Any], source: str) -> dict[str, Any]:
                 flat[str(k).replace("-", "_")] = v
         else:
             flat[key] = value
-    for key in flat:
-        if key not in leaves:
-            raise ConfigError(f"unknown key {key!r} in {source}: {_closest(key, list(leaves))}")
+    raise_all([f"unknown key {key!r} in {source}: {_closest(key, list(leaves))}" for key in flat if key not in leaves])
     return flat
 
 
 def build_config(cls, values: dict[str, Any]):
-    """Construct the (nested) dataclass from flat values; __post_init__ validates."""
+    """Construct the (nested) dataclass from flat values; __post_init__ validates. Every value of
+    a wrong type and every section's problem are raised together (one line each)."""
     leaves = leaf_fields(cls)
     top: dict[str, Any] = {}
     per_section: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
     for name, value in values.items():
         section, _f, tp = leaves[name]
-        value = _coerce(name, tp, value)
+        value = gather(problems, lambda: _coerce(name, tp, value))
         if section is None:
             top[name] = value
         else:
             per_section.setdefault(section, {})[name] = value
+    raise_all(problems)
     for f, tp in _resolved_fields(cls):
         if _is_section(tp):
-            top[f.name] = tp(**per_section.get(f.name, {}))
+            top[f.name] = _build_section(tp, per_section.get(f.name, {}), problems)
+    raise_all(problems)
     return cls(**top)
+
+
+def _build_section(tp, values: dict[str, Any], problems: list[str]):
+    """One section, its problems added to ``problems``. A section's checks stop at their first
+    problem, so the flag it names is set back to its default and the section checked again, until
+    it passes or a problem repeats: the user sees every bad flag of the section at once."""
+    values = dict(values)
+    while True:
+        try:
+            return tp(**values)
+        except UserError as e:
+            new = [p for p in problems_of(e) if p not in problems]
+            problems.extend(new)
+            named = [n for n in values if any(f"--{n} " in f"{p} " for p in new)]
+            if not named:
+                return None
+            for n in named:
+                values.pop(n)
 
 
 def parse_config(cls, argv: Sequence[str] | None, prog: str, description: str = "",
@@ -204,21 +224,22 @@ def parse_config(cls, argv: Sequence[str] | None, prog: str, description: str = 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(cls, prog, description, extra)
     known, unknown = parser.parse_known_args(argv)
-    if unknown:
-        bad = next((u for u in unknown if u.startswith("-")), unknown[0])
-        name = bad.lstrip("-").split("=")[0]
-        valid = list(leaf_fields(cls)) + [e[0].lstrip("-") for e in extra] + ["config"]
-        if bad.startswith("-"):
-            raise ConfigError(f"unknown flag {bad.split('=')[0]}: {_closest(name, valid)}")
-        raise ConfigError(f"unexpected argument {bad!r}: flags take the form --name value")
+    valid = list(leaf_fields(cls)) + [e[0].lstrip("-") for e in extra] + ["config"]
+    flags = [u for u in unknown if u.startswith("-")]
+    problems = [f"unknown flag {bad.split('=')[0]}: {_closest(bad.lstrip('-').split('=')[0], valid)}"
+                for bad in flags]
+    if unknown and not flags:
+        problems.append(f"unexpected argument {unknown[0]!r}: flags take the form --name value")
     ns = vars(known)
     values: dict[str, Any] = {}
     if ns.get("config"):
-        values.update(flatten_yaml(cls, read_yaml(ns["config"]), ns["config"]))
+        values.update(gather(problems, lambda: flatten_yaml(cls, read_yaml(ns["config"]), ns["config"])) or {})
     leaves = leaf_fields(cls)
     extras = {k: v for k, v in ns.items() if k not in leaves and k != "config"}
     values.update({k: v for k, v in ns.items() if k in leaves})
-    return build_config(cls, values), argparse.Namespace(config=ns.get("config"), **extras)
+    cfg = gather(problems, lambda: build_config(cls, {k: v for k, v in values.items() if k in leaves}))
+    raise_all(problems)
+    return cfg, argparse.Namespace(config=ns.get("config"), **extras)
 
 
 def to_dict(cfg) -> dict[str, Any]:
@@ -256,12 +277,15 @@ def check_choices(cfg) -> None:
 
     Every config's ``__post_init__`` calls it (before checks that read those fields), so the
     valid values are written once, in the field, and every bad value gets the same message."""
+    problems = []
     for f in dataclasses.fields(cfg):
         choices = f.metadata.get("choices")
         value = getattr(cfg, f.name)
         for item in value if isinstance(value, tuple) else (value,):  # a list flag: each item is a choice
             if choices and item is not None and item not in choices:
-                raise ConfigError(f"--{f.name} {item!r} is not valid: choose one of {', '.join(map(str, choices))}")
+                problems.append(f"--{f.name} {item!r} is not valid: choose one of {', '.join(map(str, choices))}")
+    # an alias holds its flag's value: the same bad value is reported once
+    raise_all([p for i, p in enumerate(problems) if p.split(" ", 1)[1] not in {q.split(" ", 1)[1] for q in problems[:i]}])
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str = "", choices: Sequence[Any] | None = None,

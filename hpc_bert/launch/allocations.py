@@ -1,5 +1,10 @@
-"""How a budget is cut into allocations: the time-limit signal's lead (room for one checkpoint
-save, measured or estimated) and how many allocations the budget needs on each kind of cluster."""
+"""How a budget is cut into allocations: each must fit a start, some training and a checkpoint save
+before its time limit (the time-limit signal's lead, how many allocations a budget takes), and a
+save should fit the partition's preemption grace time.
+
+``submit`` checks all of it before it submits anything, from the run dir's measurements (the
+ledger's startups, metrics.jsonl's saves) or, before any, from estimates.
+"""
 from __future__ import annotations
 
 import math
@@ -7,13 +12,44 @@ import os
 
 from hpc_bert.config.pretrain import PretrainConfig
 from hpc_bert.errors import UserError
+from hpc_bert.launch import queue
 from hpc_bert.layout import read_events
+from hpc_bert.pretrain.clock import Ledger
 
 LOCAL_MAX_ALLOCATIONS = 6  # submitit's LocalExecutor relaunches a job at most 6 times (its max_retry)
 # Seconds of an allocation lost besides the signal lead: SLURM sends the time-limit signal up to
 # ~30 s early and a job needs ~60 s to start; a local job starts in ~20 s and is signalled on time.
 ALLOCATION_OVERHEAD_S = {"slurm": 90.0, "local": 20.0}
 SAVE_BYTES_PER_S = 200e6  # assumed checkpoint write speed until a save was measured
+STARTUP_GUESS_S = 20.0  # imports to first step of a small model, until the ledger measured one
+MIN_TRAIN_S = 30.0  # an allocation must train at least this long to be worth its startup
+
+
+def measured_startup_seconds(run_dir: str) -> float:
+    """The slowest start of an allocation of this run (imports to first step), else a guess."""
+    ledger = Ledger.load(run_dir) if os.path.isdir(run_dir) else None
+    return max((a.startup_s for a in ledger.allocations), default=STARTUP_GUESS_S) if ledger else STARTUP_GUESS_S
+
+
+def check_allocation_long_enough(allocation_hours: float, save_s: float, startup_s: float) -> None:
+    """Refuse an allocation that cannot start, train a little and save before it ends: it would
+    be requeued over and over without progress."""
+    needed_s = startup_s + MIN_TRAIN_S + 2 * save_s
+    if allocation_hours * 3600 < needed_s:
+        hours = math.ceil(needed_s / 3.6) / 1000
+        raise UserError(f"--allocation_hours {allocation_hours:g} ({allocation_hours * 3600:.0f} s) is too short to "
+                        f"start (~{startup_s:.0f} s), train ({MIN_TRAIN_S:.0f} s) and save a checkpoint (~{save_s:.1f} s, "
+                        f"twice): pass --allocation_hours {hours:g} or more")
+
+
+def grace_note(grace_s: float | None, save_s: float, checkpoint_every_minutes: float) -> str | None:
+    """One line when a preemption's grace time cannot hold a checkpoint save (the trainer then
+    stops without one and the periodic saves bound the loss); None when it fits or is unknown."""
+    if grace_s is None or 1.5 * save_s + 2.0 <= grace_s:
+        return None
+    return (f"note: the partition's preemption grace time is {grace_s:g} s but a checkpoint save takes ~{save_s:.1f} s: "
+            f"a preempted allocation stops without saving and loses up to --checkpoint_every_minutes "
+            f"{checkpoint_every_minutes:g} min of training")
 
 
 def signal_delay_seconds(signal_delay_s: int, allocation_hours: float, cluster: str, save_s: float) -> int:
@@ -49,17 +85,23 @@ def estimated_save_seconds(cfg: PretrainConfig) -> float:
     return checkpoint_bytes(parameter_count(cfg.model, vocab_size)) / SAVE_BYTES_PER_S
 
 
-def allocation_plan(budget: float, allocation_hours: float, signal_delay_s: int, cfg: PretrainConfig,
-                    cluster: str) -> tuple[int, int]:
-    """(signal lead in seconds, allocations the budget needs); refuses a local chain that needs too many."""
-    # The time-limit signal must leave room for one checkpoint save, measured when we can.
-    save_s = 0.0 if signal_delay_s else measured_save_seconds(cfg.checkpoint.output_dir)
-    delay = signal_delay_seconds(signal_delay_s, allocation_hours, cluster, save_s if save_s is not None else estimated_save_seconds(cfg))
-    needed = allocations_needed(budget, allocation_hours, delay, cluster)
+def allocation_plan(sub, cfg: PretrainConfig, cluster: str) -> tuple[int, int, float | None]:
+    """(signal lead in seconds, allocations the budget needs, the partition's grace time or None)
+    for submit's flags ``sub``; refuses an allocation too short to progress and a local chain that
+    needs more allocations than the local executor runs."""
+    run_dir = cfg.checkpoint.output_dir
+    save_s = measured_save_seconds(run_dir)
+    save_s = save_s if save_s is not None else estimated_save_seconds(cfg)
+    check_allocation_long_enough(sub.allocation_hours, save_s, measured_startup_seconds(run_dir))
+    grace_s = queue.partition_grace_s(sub.partition) if cluster == "slurm" and queue.slurm_available() else None
+    if note := grace_note(grace_s, save_s, cfg.checkpoint.checkpoint_every_minutes):
+        print(f"hpc_bert: {note}", flush=True)
+    delay = signal_delay_seconds(sub.signal_delay_s, sub.allocation_hours, cluster, save_s)
+    needed = allocations_needed(sub.budget, sub.allocation_hours, delay, cluster)
     if cluster == "local" and needed > LOCAL_MAX_ALLOCATIONS:
         # the smallest allocation that fits: its signal lead is at most a tenth of it
-        hours = (budget * 3600 / LOCAL_MAX_ALLOCATIONS + ALLOCATION_OVERHEAD_S["local"]) / 0.9 / 3600
-        raise UserError(f"--budget {budget:g} h needs about {needed} allocations of {allocation_hours:g} h, "
+        hours = (sub.budget * 3600 / LOCAL_MAX_ALLOCATIONS + ALLOCATION_OVERHEAD_S["local"]) / 0.9 / 3600
+        raise UserError(f"--budget {sub.budget:g} h needs about {needed} allocations of {sub.allocation_hours:g} h, "
                         f"but --cluster local runs at most {LOCAL_MAX_ALLOCATIONS}: pass --allocation_hours "
                         f"{math.ceil(hours * 1000) / 1000:g} or more")
-    return delay, needed
+    return delay, needed, grace_s

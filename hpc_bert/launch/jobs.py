@@ -3,7 +3,9 @@ a requeued job reads all its state from the run dir, never from a pickle.
 
 The pretraining job maps the trainer's exit status onto the scheduler: 0 -> done,
 EXIT_REQUEUE -> requeue (SLURM: ``scontrol requeue``; submitit's LocalExecutor: its
-requeue exit code), anything else -> the job fails, so ``afterok`` dependents are killed.
+requeue exit code), or, after ``submit --cancel``, the job ends (status 0, the ledger says
+cancelled); anything else -> the job fails, so ``afterok`` dependents are killed. Every
+ending leaves one line at the end of the job's log and no traceback.
 """
 from __future__ import annotations
 
@@ -54,51 +56,84 @@ def ignore_late_stop_signals() -> None:
 DONE, REQUEUE = "done", "requeue"
 
 
+class JobFailed(Exception):
+    """The job ends failed (SLURM: FAILED, so ``afterok`` dependents are killed) with ``status``.
+
+    ``line``: the one error line to print, None when the trainer already printed its own. Raised
+    and caught inside the job, which then exits without a traceback: the log ends with the line
+    that matters."""
+
+    def __init__(self, line: str | None, status: int):
+        super().__init__(line or f"pretraining exited with status {status}")
+        self.line, self.status = line, status
+
+
 def after_training(rc: int, allocations: int, max_requeues: int) -> str:
     """What the pretraining job does with the trainer's exit status: DONE (0), REQUEUE
-    (EXIT_REQUEUE, while fewer than ``max_requeues`` requeues ran: ``allocations`` - 1), else it
-    fails with RuntimeError, so that SLURM marks it failed and ``afterok`` dependents are killed."""
+    (EXIT_REQUEUE, while fewer than ``max_requeues`` requeues ran: ``allocations`` - 1), else
+    JobFailed, so that SLURM marks it failed and ``afterok`` dependents are killed."""
     if rc == 0:
         return DONE
     if rc == EXIT_REQUEUE:
         if max(0, allocations - 1) >= max_requeues:
-            raise RuntimeError(f"requeue limit {max_requeues} reached before the budget was spent: "
-                               "resubmit the same command to continue from the last checkpoint")
+            raise JobFailed(f"requeue limit {max_requeues} reached before the budget was spent: "
+                            "resubmit the same command to continue from the last checkpoint", 1)
         return REQUEUE
-    raise RuntimeError(f"pretraining exited with status {rc}: see the job's log")
+    # the trainer printed its one line (a user error, a diverged loss); a status outside 1..255 is a signal
+    raise JobFailed(None, rc if isinstance(rc, int) and 0 < rc < 256 else 1)
 
 
-def allocations_recorded(run_dir: str) -> int:
+def _allocations_of_this_job(run_dir: str, job_id: str) -> int:
+    """Allocations the ledger recorded for this job (its requeues); a resubmission is a new job and
+    starts its own count."""
     ledger = Ledger.load(run_dir)
-    return len(ledger.allocations) if ledger else 0
+    return sum(a.job_id in (job_id, f"local-{job_id}") for a in ledger.allocations) if ledger else 0
+
+
+def end_cancelled(run_dir: str, rank: int) -> None:
+    """``submit --cancel`` stopped the trainer (it saved first): the ledger names the cancel and the
+    job ends with status 0, so nothing is requeued and the log ends with one line saying so."""
+    ledger = Ledger.load(run_dir)
+    if rank == 0 and ledger is not None and ledger.allocations:
+        ledger.mark_cancelled()
+    step = f" at step {ledger.current.step_last}" if ledger is not None and ledger.allocations else ""
+    if rank == 0:
+        print(f"hpc_bert: stopped by python -m hpc_bert.submit --cancel after saving a checkpoint{step}: "
+              "resubmit the same command to continue", file=sys.stderr, flush=True)
 
 
 class PretrainJob:
     def __init__(self, train_argv: list[str], run_dir: str, max_requeues: int, workdir: str,
-                 allocations_before: int = 0):
+                 grace_s: float | None = None):
         self.train_argv = list(train_argv)
-        self.allocations_before = allocations_before  # of earlier chains on this run dir (a budget change)
         self.run_dir = run_dir
         self.max_requeues = max_requeues
         self.workdir = workdir
+        self.grace_s = grace_s  # the partition's preemption GraceTime, when submit could read it
 
     def __call__(self) -> int:
         os.chdir(self.workdir)
         rank, job_id, local = _export_run_env()
+        if self.grace_s:
+            os.environ[runenv.GRACE_ENV] = f"{self.grace_s:g}"
         try:
             rc = cli.main(self.train_argv)
         except SystemExit as e:
             if e.code not in (0, 1, 2, EXIT_REQUEUE):
                 raise  # submitit's own requeue (a time-limit signal during startup) exits this way
             rc = e.code  # user errors exit through sys.exit(2)
-        if rc == EXIT_REQUEUE:
-            if cancel_requested(self.run_dir):
-                raise RuntimeError("stopped by python -m hpc_bert.submit --cancel after saving a checkpoint: "
-                                   "resubmit the same command to continue")
-        # the run dir, not the pickle, says how many allocations ran
-        mine = allocations_recorded(self.run_dir) - self.allocations_before if rc == EXIT_REQUEUE else 0
-        if after_training(rc, mine,
-                          self.max_requeues) == REQUEUE:
+        if rc == EXIT_REQUEUE and cancel_requested(self.run_dir):
+            end_cancelled(self.run_dir, rank)
+            ignore_late_stop_signals()
+            return 0
+        try:  # the run dir, not the pickle, says how many allocations ran
+            then = after_training(rc, _allocations_of_this_job(self.run_dir, job_id) if rc == EXIT_REQUEUE else 0,
+                                  self.max_requeues)
+        except JobFailed as failed:
+            if failed.line and rank == 0:
+                print(f"hpc_bert: error: {failed.line}", file=sys.stderr, flush=True)
+            sys.exit(failed.status)  # SystemExit passes through submitit without a traceback
+        if then == REQUEUE:
             if local:
                 from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE  # the LocalExecutor relaunches on it
                 sys.exit(LOCAL_REQUEUE_RETURN_CODE)
@@ -140,7 +175,7 @@ class AggregateTask:
         failure = upstream_failure(self.run_dir)
         if failure:
             print(f"hpc_bert: error: {failure}", file=sys.stderr, flush=True)
-            raise RuntimeError(failure)
+            sys.exit(1)  # failed (so it shows as failed) with that one line last in its log, no traceback
         rc = glue_main(["aggregate", self.run_dir])
         if rc == 0 and read_record(self.run_dir) is not None:
             log_glue_table(self.run_dir, os.path.join(self.run_dir, GLUE_TABLE_CSV))

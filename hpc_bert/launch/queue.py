@@ -23,13 +23,27 @@ ROLES = ("pretrain", "glue_array", "glue_round2", "aggregate")  # glue_round2: s
 DONE_STATES = {"COMPLETED"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT"}
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "RESIZING"}
-# everything else (FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, DEADLINE, BOOT_FAIL) failed
+CANCELLED_STATES = {"CANCELLED"}  # by scancel or submit --cancel: stopped on purpose, not failed
+# everything else (FAILED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, DEADLINE, BOOT_FAIL) failed
 
 
 def slurm_available() -> bool:
     if not shutil.which("sbatch"):
         return False
     return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
+
+
+def partition_grace_s(partition: str | None) -> float | None:
+    """Seconds a preempted job of the partition (default: the default one) gets between SIGTERM and
+    SIGKILL: its GraceTime; None when its jobs are not preempted or SLURM does not say."""
+    for line in (_run(["scontrol", "show", "partition", "-o"] + ([partition] if partition else [])) or "").splitlines():
+        fields = dict(m.groups() for m in re.finditer(r"(\w+)=(\S*)", line))
+        if partition or fields.get("Default") == "YES":
+            if fields.get("PreemptMode", "OFF").upper().startswith("OFF"):
+                return None
+            grace = fields.get("GraceTime", "")
+            return float(grace) if grace.isdigit() and int(grace) > 0 else None  # 0: SIGKILL after KillWait
+    return None
 
 
 def record_chain(run_dir: str, cluster: str, jobs: dict[str, str], glue_tasks: int, logs: str,
@@ -58,7 +72,7 @@ class JobState:
 
     @property
     def failed(self) -> bool:
-        return self.state not in DONE_STATES | RUNNING_STATES | PENDING_STATES | {"GONE"}
+        return self.state not in DONE_STATES | RUNNING_STATES | PENDING_STATES | CANCELLED_STATES | {"GONE"}
 
 
 def _run(cmd: list[str]) -> str | None:
@@ -86,6 +100,8 @@ def classify(state: str) -> str:
         return "running"
     if state in PENDING_STATES:
         return "pending"
+    if state in CANCELLED_STATES:
+        return "cancelled"
     return "failed"
 
 
@@ -117,7 +133,7 @@ def job_state(job_id: str, array_size: int | None = None) -> JobState:
         r = records[0]
         return JobState(job_id, r.get("JobState", "UNKNOWN"), r.get("Reason", ""), _nodes(r),
                         int(r.get("Restarts", 0) or 0), r.get("ExitCode", ""))
-    tasks = {"done": 0, "running": 0, "pending": 0, "failed": 0}
+    tasks = {"done": 0, "running": 0, "pending": 0, "failed": 0, "cancelled": 0}
     nodes, reasons = set(), set()
     for r in records:
         kind = classify(r.get("JobState", ""))
@@ -127,10 +143,12 @@ def job_state(job_id: str, array_size: int | None = None) -> JobState:
         if kind == "pending" and r.get("Reason") not in (None, "", "None"):
             reasons.add(r["Reason"])
     known = sum(tasks.values())
+    if not tasks["cancelled"]:
+        del tasks["cancelled"]  # the usual case: the line lists what can happen without a cancel
     if known < array_size:
         tasks["gone"] = array_size - known
     summary = ("RUNNING" if tasks["running"] else "PENDING" if tasks["pending"]
-               else "FAILED" if tasks["failed"] else "COMPLETED")
+               else "FAILED" if tasks["failed"] else "CANCELLED" if tasks.get("cancelled") else "COMPLETED")
     return JobState(job_id, summary, ",".join(sorted(reasons)), ",".join(sorted(nodes)), tasks=tasks)
 
 
@@ -160,6 +178,9 @@ def describe(role: str, js: JobState) -> str:
     if js.failed and js.exit_code:
         parts.append(f"exit code {js.exit_code}")
     return "; ".join(parts)
+
+
+BATCH_LOG = "%j_batch.err"  # a SLURM job's batch shell stderr (srun's own messages), beside the ranks' logs
 
 
 def job_log(chain: dict, job_id: str) -> str:

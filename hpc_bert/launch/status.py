@@ -15,6 +15,7 @@ import time
 
 from hpc_bert.pretrain.checkpoint_index import find_latest
 from hpc_bert.pretrain.clock import Ledger
+from hpc_bert.end_reason import EndReason
 from hpc_bert.errors import UserError, exit_on_user_error
 from hpc_bert.launch import leaderboard, queue
 from hpc_bert.launch.throughput import throughput_lines, throughput_panel
@@ -66,31 +67,43 @@ def budget_change_lines(ledger: Ledger) -> list[str]:
     return out
 
 
-def chain_lines(run_dir: str, chain: dict, ledger: Ledger | None) -> list[str]:
-    """Each job's queue state; what the run dir says of the jobs the scheduler forgot; the failure."""
+def chain_lines(run_dir: str, chain: dict, ledger: Ledger | None) -> tuple[list[str], str | None]:
+    """Each job's queue state; what the run dir says of the jobs the scheduler forgot; the failure.
+    Returns (lines, the failure line or None)."""
+    cancelled = _cancelled(ledger)
     out = ["", f"chain ({chain['cluster']}, submitted {_fmt_wall(chain.get('submitted'))})"
            + (" - cancelled by submit --cancel" if chain.get("cancel_requested") else "") + ":"]
     states = queue.chain_states(chain)
     for role, js in states.items():
         line = queue.describe(role, js)
-        if js.state == "GONE":
+        if role == "pretrain" and cancelled and js.state in queue.DONE_STATES | {"GONE"}:
+            # the job ended cleanly (status 0) because of the cancel: say so, not "completed"
+            line = (f"pretrain job {js.job_id}: cancelled by submit --cancel after saving step "
+                    f"{ledger.current.step_last}; the same submit command continues")
+        elif js.state == "GONE":
             line += "; " + _gone_outcome(run_dir, role, chain, ledger)
         out.append("  " + line)
     failure = None
     pre = states.get("pretrain")
-    if pre is not None and (pre.failed or pre.state == "GONE") and not (ledger and ledger.totals()["done"]):
+    if pre is not None and (pre.failed or pre.state == "GONE") and not (ledger and ledger.totals()["done"]) \
+            and not cancelled:
         log = queue.job_log(chain, pre.job_id)
         why = queue.error_line(log)
         if why or pre.failed:
-            failure = f"pretraining job {pre.job_id} failed: {why or 'no error line in its log'} (log: {log})"
+            when = " before training started" if ledger is None else ""
+            failure = f"pretraining job {pre.job_id} failed{when}: {why or 'no error line in its log'} (log: {log})"
     agg = states.get("aggregate")
-    if failure is None and agg is not None and (agg.failed or agg.state == "GONE"):
+    if failure is None and agg is not None and (agg.failed or agg.state == "GONE") and not cancelled:
         why = queue.error_line(queue.job_log(chain, agg.job_id))
         if why and not os.path.exists(os.path.join(run_dir, GLUE_TABLE_MD)):
             failure = f"aggregation job {agg.job_id} failed: {why}"
     if failure:
         out.append(f"  FAILED: {failure}")
-    return out
+    return out, failure
+
+
+def _cancelled(ledger: Ledger | None) -> bool:
+    return bool(ledger and ledger.allocations and ledger.current.end_reason == EndReason.CANCELLED)
 
 
 def _gone_outcome(run_dir: str, role: str, chain: dict, ledger: Ledger | None) -> str:
@@ -108,13 +121,17 @@ def render(run_dir: str) -> str:
     ledger = Ledger.load(run_dir)
     chain = queue.read_chain(run_dir)
     lines = [f"run dir: {run_dir}"]
+    chain_part, failure = chain_lines(run_dir, chain, ledger) if chain and chain.get("cluster") == "slurm" \
+        else ([], None)
     if ledger is None:
-        lines.append(f"no ledger yet ({LEDGER_NAME}): the job has not started training")
+        lines.append("pretraining failed before training started (below: why)" if failure else
+                     f"no ledger yet ({LEDGER_NAME}): the job has not started training")
     else:
         t = ledger.totals()
+        state = "done" if t["done"] else "cancelled by submit --cancel" if _cancelled(ledger) else "not done"
         lines.append(f"budget: {ledger.budget_s / 3600:g} h; spent {t['elapsed_s'] / 3600:.3f} h "
-                     f"({t['progress']:.1%}); allocations {t['allocations']}, requeues {t['requeues']}; "
-                     + ("done" if t["done"] else "not done"))
+                     f"({t['progress']:.1%}); allocations {t['allocations']}, requeues {t['requeues']}"
+                     + (f", resubmissions {t['resubmissions']}" if t["resubmissions"] else "") + f"; {state}")
         overhead = t["startup_s"] + t["lost_s"]
         lines.append(f"time: train {t['train_s']:.1f} s, validation {t['validation_s']:.1f} s, checkpoint "
                      f"{t['checkpoint_s']:.1f} s; overhead: startup {t['startup_s']:.1f} s, lost {t['lost_s']:.1f} s "
@@ -152,9 +169,7 @@ def render(run_dir: str) -> str:
     table = os.path.join(run_dir, GLUE_TABLE_MD)
     if os.path.exists(table):
         lines += ["", "GLUE:", open(table).read().rstrip()]
-    if chain is not None and chain.get("cluster") == "slurm":
-        lines += chain_lines(run_dir, chain, ledger)
-    return "\n".join(lines)
+    return "\n".join(lines + chain_part)
 
 
 def plot(run_dir: str, out: str) -> None:

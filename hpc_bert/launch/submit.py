@@ -20,20 +20,19 @@ from dataclasses import dataclass
 from hpc_bert.config.flags import check_choices, field, leaf_fields, parse_config
 from hpc_bert.config.pretrain import PretrainConfig, check_hours
 from hpc_bert.data.cluster import prepare_for_submit, submit_prepare
-from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
+from hpc_bert.errors import UserError, exit_on_user_error, gather, raise_all
 from hpc_bert.glue import grid as glue_grid
 from hpc_bert.glue.grid import rounds
 from hpc_bert.launch import cluster_options
 from hpc_bert.launch.allocations import allocation_plan
 from hpc_bert.launch import queue, resubmit
 from hpc_bert.launch.cancel import cancel_chain
-from hpc_bert.launch.jobs import AggregateTask, GlueTask, PretrainJob, allocations_recorded
-from hpc_bert.launch.queue import record_chain
-from hpc_bert.launch.site_defaults import resolve_allocation_hours, resolve_recipe
+from hpc_bert.launch.jobs import AggregateTask, GlueTask, PretrainJob
+from hpc_bert.launch.queue import BATCH_LOG, record_chain
+from hpc_bert.launch.site_defaults import CPU_TEST_CONFIG, resolve_allocation_hours, resolve_recipe
 from hpc_bert.launch.slurm_limits import partition_max_time
 from hpc_bert.launch.status import render
 from hpc_bert.layout import GLUE_TABLE_MD, SUBMITIT_DIR
-
 HELP_FLAGS = ("-h", "--help")
 
 
@@ -76,20 +75,21 @@ class SubmitConfig:
                                           "cancel the pending GLUE array and aggregation")
 
     def __post_init__(self):
-        check_choices(self)
-        check_hours("budget", self.budget)
+        problems = []
+        gather(problems, lambda: check_choices(self))
+        gather(problems, lambda: check_hours("budget", self.budget))
         if self.allocation_hours != "auto":
             try:
                 self.allocation_hours = float(self.allocation_hours)
+                if not self.allocation_hours > 0:
+                    problems.append(f"--allocation_hours must be > 0, got {self.allocation_hours:g}")
             except ValueError:
-                raise ConfigError(f"--allocation_hours expects hours or auto, got {self.allocation_hours!r}") from None
-            if not self.allocation_hours > 0:
-                raise ConfigError(f"--allocation_hours must be > 0, got {self.allocation_hours:g}")
+                problems.append(f"--allocation_hours expects hours or auto, got {self.allocation_hours!r}")
         if self.gpus_per_node is not None and self.gpus_per_node < 0:
-            raise ConfigError(f"--gpus_per_node must be >= 0, got {self.gpus_per_node}")
-        for name in ("nodes", "cpus_per_task", "glue_parallelism"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name} must be >= 1")
+            problems.append(f"--gpus_per_node must be >= 0, got {self.gpus_per_node}")
+        problems += [f"--{name} must be >= 1" for name in ("nodes", "cpus_per_task", "glue_parallelism")
+                     if getattr(self, name) < 1]
+        raise_all(problems)
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -111,6 +111,39 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     return [("--pretrain_config" if a == "--config" else a) for a in mine], train
 
 
+def parse_both(argv: list[str]) -> tuple[SubmitConfig, PretrainConfig, list[str]]:
+    """Submit's flags and the pretraining flags, every bad input of both listed at once."""
+    mine, train_flags = split_argv(argv)
+    problems: list[str] = []
+    sub = gather(problems, lambda: parse_config(
+        SubmitConfig, mine, prog="python -m hpc_bert.submit",
+        description="Pretraining with requeues, then the GLUE array, then the table. "
+                    "Flags not listed here are pretraining flags: see python -m hpc_bert.train --help.")[0])
+    if sub:
+        gather(problems, lambda: resolve_recipe(sub))
+    # with submit's own flags wrong, the pretraining flags are still checked (against the config named)
+    config = (sub.pretrain_config if sub else _flag_value(mine, "--pretrain_config", None)) or CPU_TEST_CONFIG
+    if not os.path.isfile(config):
+        raise_all(problems + [f"pretraining config {config} does not exist: pass --config FILE.yaml "
+                              "(see configs/pretrain/)"])
+    train_argv = ["--config", config, *train_flags]
+    if sub:
+        train_argv += ["--total_training_time", str(sub.budget)] + (["--output_dir", sub.run_dir] if sub.run_dir else [])
+    cfg = gather(problems, lambda: parse_config(PretrainConfig, train_argv,
+                                                prog="python -m hpc_bert.submit (pretraining flags)")[0])
+    raise_all(problems)
+    return sub, cfg, train_argv
+
+
+def _flag_value(argv: list[str], flag: str, default: str | None) -> str | None:
+    for i, a in enumerate(argv):
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+        if a == flag and i + 1 < len(argv):
+            return argv[i + 1]
+    return default
+
+
 @dataclass
 class Plan:
     """Everything checked and decided before anything is submitted or written."""
@@ -127,34 +160,18 @@ class Plan:
     glue_slurm_options: dict
     budget_change: str | None = None  # what a new budget does to a run dir that already trained
     allocation_note: str = ""  # where an --allocation_hours auto came from
+    grace_s: float | None = None  # the partition's preemption GraceTime, for the trainer
 
     @property
     def folder(self) -> str:
         return os.path.join(self.run_dir, SUBMITIT_DIR)
 
 
-def _parse(argv: list[str]) -> tuple[SubmitConfig, PretrainConfig, list[str]]:
-    """Submit's own flags, and the pretraining config with the flags that go to the trainer."""
-    mine, train_flags = split_argv(argv)
-    sub, _ = parse_config(SubmitConfig, mine, prog="python -m hpc_bert.submit",
-                          description="Pretraining with requeues, then the GLUE array, then the table. "
-                                      "Flags not listed here are pretraining flags: see python -m hpc_bert.train --help.")
-    resolve_recipe(sub)
-    if not os.path.isfile(sub.pretrain_config):
-        raise UserError(f"pretraining config {sub.pretrain_config} does not exist: pass --config FILE.yaml "
-                        "(see configs/pretrain/)")
-    train_argv = ["--config", sub.pretrain_config, *train_flags, "--total_training_time", str(sub.budget)]
-    if sub.run_dir:
-        train_argv += ["--output_dir", sub.run_dir]
-    cfg, _ = parse_config(PretrainConfig, train_argv, prog="python -m hpc_bert.submit (pretraining flags)")
-    return sub, cfg, train_argv
-
-
-def _check_run_dir_and_data(sub: SubmitConfig, cfg: PretrainConfig) -> str | None:
+def _check_run_dir_and_data(sub: SubmitConfig, cfg: PretrainConfig, problems: list[str]) -> str | None:
     """Returns what a new budget does to a run dir that already trained (None: a fresh run or no change)."""
     change = resubmit.check_run_dir(cfg)  # not in use; a budget change's refusal, in one line
     if not sub.dry_run and not sub.prepare and (not cfg.data.dataset_path or not os.path.exists(cfg.data.dataset_path)):
-        raise UserError(f"--dataset_path {cfg.data.dataset_path} does not exist: prepare shards with "
+        problems.append(f"--dataset_path {cfg.data.dataset_path} does not exist: prepare shards with "
                         "python -m hpc_bert.data prepare, or fix the path in the config")
     return change
 
@@ -203,14 +220,16 @@ def _cluster_plan(sub: SubmitConfig) -> tuple[str, dict, dict]:
 
 def plan(argv: list[str]) -> Plan:
     """Parse and check everything; nothing is submitted and nothing is written."""
-    sub, cfg, train_argv = _parse(argv)
-    change = _check_run_dir_and_data(sub, cfg)
-    glue_runs, checkpoints = _glue_plan(sub, cfg)
+    sub, cfg, train_argv = parse_both(argv)
+    problems: list[str] = []
+    change = _check_run_dir_and_data(sub, cfg, problems)
+    glue_runs, checkpoints = gather(problems, lambda: _glue_plan(sub, cfg)) or ([], [])
+    raise_all(problems)
     note = resolve_allocation_hours(sub)
     cluster, slurm_options, glue_options = _cluster_plan(sub)
-    delay, needed = allocation_plan(sub.budget, sub.allocation_hours, sub.signal_delay_s, cfg, cluster)
+    delay, needed, grace_s = allocation_plan(sub, cfg, cluster)
     return Plan(sub, cfg, train_argv, cfg.checkpoint.output_dir, cluster, glue_runs, checkpoints, delay,
-                needed + sub.requeue_margin, slurm_options, glue_options, change, note)
+                needed + sub.requeue_margin, slurm_options, glue_options, change, note, grace_s)
 
 
 # ---- the executor chain: pretraining -> GLUE array (afterok) -> aggregation (afterany) ----
@@ -230,7 +249,9 @@ def _executor(p: Plan, name: str, hours: float, nodes: int, tasks: int, gpus: in
     ex = executor_cls(folder=p.folder, max_num_timeout=p.max_requeues)
     site = {"hpc_bert_pretrain": p.slurm_options, "hpc_bert_glue": p.glue_slurm_options}.get(
         name, cluster_options.without_gpus(p.glue_slurm_options))
-    extra = {"requeue": True, **site}
+    # the batch shell's own messages (srun's "task 0: Exited with exit code 2") go to a file of their
+    # own, so the job's log (rank 0's) ends with the line that says what happened
+    extra = {"requeue": True, "error": os.path.join(os.path.abspath(p.folder), BATCH_LOG), **site}
     if after:
         extra.update({"dependency": after, "kill-on-invalid-dep": "yes"})
     params = dict(job_name=name, time=minutes, nodes=nodes, ntasks_per_node=tasks, cpus_per_task=sub.cpus_per_task,
@@ -277,8 +298,7 @@ def sbatch_text(executor, array_size: int | None = None) -> str:
 
 def _tasks(p: Plan):
     workdir = os.getcwd()
-    # the requeue limit counts this submission's allocations, not those of earlier chains on the run dir
-    return (PretrainJob(p.train_argv, p.run_dir, p.max_requeues, workdir, allocations_recorded(p.run_dir)),
+    return (PretrainJob(p.train_argv, p.run_dir, p.max_requeues, workdir, p.grace_s),
             GlueTask(p.sub.glue, p.run_dir, p.checkpoints, workdir), AggregateTask(p.run_dir, workdir))
 
 
@@ -371,8 +391,8 @@ def run_local(p: Plan) -> int:
     print(f"hpc_bert: pretraining (local job {pre.job_id}); log: {pre.paths.stdout}", flush=True)
     try:
         pre.result()
-    except Exception as e:  # submitit re-raises the job's failure
-        last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+    except Exception as e:  # submitit re-raises the job's failure; the job's log holds its one line
+        last = queue.error_line(str(pre.paths.stderr)) or (str(e).strip().splitlines() or [type(e).__name__])[-1]
         raise UserError(f"pretraining failed ({last}): see {pre.paths.stderr}; GLUE was not started") from None
     print(render(p.run_dir), flush=True)
     if not p.glue_runs:

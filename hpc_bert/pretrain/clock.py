@@ -192,9 +192,17 @@ class Ledger:
         return {**sums, "elapsed_s": elapsed, "progress": budget_progress(elapsed, self.budget_s),
                 "abandoned_s": abandoned,
                 "allocations": len(self.allocations),
-                "requeues": max(0, len(self.allocations) - 1),
+                **self.restarts(),
                 "done": bool(self.allocations) and self.allocations[-1].end_reason is not None
                 and EndReason(self.allocations[-1].end_reason).finished}
+
+    def restarts(self) -> dict:
+        """How the allocations after the first began: ``requeues`` (the scheduler put the same job
+        back in the queue: same job id) and ``resubmissions`` (a new job: the same command submitted
+        again, e.g. after a cancel or a failure)."""
+        pairs = list(zip(self.allocations, self.allocations[1:]))
+        requeues = sum(a.job_id == b.job_id for a, b in pairs)
+        return {"requeues": requeues, "resubmissions": len(pairs) - requeues}
 
     @property
     def current(self) -> Allocation:
@@ -255,6 +263,15 @@ class Ledger:
                                                  "budget_s": self.budget_s})
         a.end_wall = time.time()
         self.save()
+
+    def mark_cancelled(self) -> None:
+        """``submit --cancel`` ended the current allocation (its trainer stopped on the cancel's
+        signal and saved): record the cancel, not the signal, unless training already finished."""
+        a = self.current
+        if a.end_reason is None or not EndReason(a.end_reason).finished:
+            a.end_reason = EndReason.CANCELLED
+            a.end_wall = a.end_wall or time.time()
+            self.save()
 
     def end_allocation(self, clock: BudgetClock, step: int, reason: str) -> None:
         reason = EndReason(reason)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from enum import IntEnum
 
 import torch
@@ -66,6 +67,15 @@ def agree_step(stop_code: int, elapsed_s: float, loss_sum: torch.Tensor | None, 
     return int(code), elapsed, nonfinite > 0
 
 
+# what gloo says when the process at the other end of a collective died (NCCL raises DistError)
+PEER_FAILURES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+def peer_lost(e: BaseException, world_size: int) -> bool:
+    """``e`` says that another rank of a multi-rank run is gone (its process or node died)."""
+    return world_size > 1 and (isinstance(e, dist.DistError) or any(s in str(e) for s in PEER_FAILURES))
+
+
 def shutdown() -> None:
     """End the process group before the interpreter exits: left to exit-time destructors, gloo's
     worker threads can be torn down while joinable and abort the process (exit -6) after a
@@ -116,10 +126,13 @@ class StopFlag:
 
     def __init__(self):
         self.code = StopCode.NONE
+        self.preempted_at: float | None = None  # monotonic time of the first SIGTERM: the grace time runs
         self._previous = {}
 
     def _handle(self, signum, _frame):
         self.code = max(self.code, SIGNAL_CODES[signum])
+        if signum == signal.SIGTERM and self.preempted_at is None:
+            self.preempted_at = time.monotonic()
 
     def install(self) -> "StopFlag":
         for s in SIGNAL_CODES:

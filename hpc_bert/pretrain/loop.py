@@ -33,8 +33,8 @@ from hpc_bert.pretrain.elastic import accumulation_steps, fresh_rng_state
 from hpc_bert.pretrain.engine import accumulate, deepspeed_config, initialize_engine
 from hpc_bert.config.flags import flat_dict
 from hpc_bert.pretrain.distributed import (StopCode, StopFlag, agree_step, all_agree_max, all_sum, barrier,
-                                           init_distributed, shutdown)
-from hpc_bert.runenv import allocation_end, dist_env
+                                           init_distributed, peer_lost, shutdown)
+from hpc_bert.runenv import allocation_end, dist_env, preempt_grace_s
 from hpc_bert.pretrain.step_decision import Agreed, Decision, TrainState, after_validation, decide
 from hpc_bert.end_reason import EndReason
 from hpc_bert.errors import UserError
@@ -204,6 +204,14 @@ class _Allocation:
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> int:
+        try:
+            return self.loop()
+        except RuntimeError as e:
+            if not peer_lost(e, self.world):
+                raise
+            return self.lost_peer(e)
+
+    def loop(self) -> int:
         state, clock = self.state, self.clock
         batches = self.throughput.counting(iter(self.loader))
         self.engine.train()
@@ -231,6 +239,8 @@ class _Allocation:
                 self.save_marker(m, elapsed)
             if d.stop and not d.stop.finished:  # W&B: mark the run preempting before the save
                 self.events.stopping(state.step, elapsed, d.stop, d.cause)
+            if d.checkpoint and d.stop is EndReason.PREEMPTED:
+                d = self.within_grace(d)
             if d.checkpoint:
                 self.save_checkpoint(d.checkpoint, elapsed, d.decay_start)
             if d.stop:
@@ -239,6 +249,19 @@ class _Allocation:
             loss_sum, epochs_ended = self.optimizer_step(batches, elapsed)
             faults.at("step", state.step)  # tests: a signal after step N is agreed at N's boundary
         return self.finish(d)
+
+    def within_grace(self, d: Decision) -> Decision:
+        """Preempted with only SIGTERM: SIGKILL follows after the partition's grace time. A save that
+        would not finish before it is not started (the previous checkpoint stays the newest, and a
+        save cut anyway leaves only a .partial folder, removed at the next save). Ranks agree, as the
+        save is collective; unknown grace or no save measured yet: try."""
+        grace, since = preempt_grace_s(), self.stop.preempted_at
+        left = (since + grace - time.monotonic()) if grace and since is not None else float("inf")
+        (late,) = all_agree_max([float(self.save_s > 0 and 1.5 * self.save_s + 2.0 > left)], self.device)
+        if not late:
+            return d
+        return dataclasses.replace(d, checkpoint=None, cause=f"{d.cause}; no checkpoint: a save takes "
+                                   f"~{self.save_s:.1f} s, {max(left, 0):.1f} s of the {grace:g} s grace time left")
 
     def stop_code(self) -> StopCode:
         """This rank's request: a signal, or the allocation end closer than a save and a few steps."""
@@ -363,6 +386,18 @@ class _Allocation:
         barrier()
 
     # ---- the end of this allocation ------------------------------------------------------------
+    def lost_peer(self, e: RuntimeError) -> int:
+        """Another rank is gone (its node died): no save is possible, as a save is collective. End
+        this allocation's record and ask for a requeue: the next allocation resumes from the newest
+        checkpoint on the nodes it gets, and the ledger counts the training after it as lost."""
+        if self.rank == 0:
+            self.ledger.end_allocation(self.clock, self.state.step, EndReason.CRASH)
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        print(f"hpc_bert: rank {self.rank}: another rank is gone at step {self.state.step} ({why}): no checkpoint "
+              "can be saved; requeue to resume from the newest one", file=sys.stderr, flush=True)
+        self.stop.uninstall()
+        return EndReason.CRASH.exit_status
+
     def finish(self, d: Decision) -> int:
         state, clock, reason = self.state, self.clock, d.stop
         finished = reason.finished
