@@ -191,6 +191,8 @@ class CheckpointConfig:
     checkpoint_every_minutes: float = field(30.0, help="save a training checkpoint every N minutes of training")
     keep_checkpoints: int = field(2, help="keep the last k training checkpoints")
     allow_budget_change: bool = field(False, help="resume with a different --total_training_time")
+    async_checkpoints: bool = field(True, help="write periodic checkpoints in the background: a save blocks "
+                                                "training only for the copy to host memory")
 
     def __post_init__(self):
         _positive("num_epochs_between_checkpoints", self.num_epochs_between_checkpoints)

@@ -222,14 +222,16 @@ class Ledger:
         self.save()
         return alloc
 
-    def heartbeat(self, clock: BudgetClock, step: int, saved: bool = False) -> None:
+    def heartbeat(self, clock: BudgetClock, step: int, saved: bool = False,
+                  saved_elapsed_s: float | None = None) -> None:
+        """``saved``: a checkpoint reached disk, at ``saved_elapsed_s`` (a background save) or now."""
         a = self.current
         phases = clock.phase_totals()
         a.train_s, a.validation_s, a.checkpoint_s = phases["train"], phases["validation"], phases["checkpoint"]
         a.elapsed_last_s = clock.elapsed()
         a.step_last = step
         if saved:
-            a.elapsed_saved_s = a.elapsed_last_s
+            a.elapsed_saved_s = a.elapsed_last_s if saved_elapsed_s is None else saved_elapsed_s
         a.end_wall = time.time()
         self.save()
 

@@ -24,6 +24,7 @@ import torch
 from hpc_bert.data.loader import sample_ids_digest
 from hpc_bert.pretrain import faults
 from hpc_bert.pretrain import schedule
+from hpc_bert.pretrain.async_save import AsyncCheckpointer
 from hpc_bert.pretrain.checkpoint import (find_latest, load_training_checkpoint, rng_state,
                                  save_finetune_checkpoint, save_training_checkpoint, set_rng_state,
                                  finetune_checkpoint_exists, check_free_space, checkpoint_bytes)
@@ -200,6 +201,7 @@ class _Allocation:
         self.stop = StopFlag().install()
         self.deadline_end = allocation_end()
         self.save_s, self.step_s = 0.0, 0.0  # measured: they size the safety margin before the deadline
+        self.saver = AsyncCheckpointer(run_dir, rank, world, cfg.checkpoint.keep_checkpoints)
         if ledger is None and rank == 0:
             ledger = Ledger(run_dir, s.budget_s)
         self.ledger = ledger
@@ -232,6 +234,7 @@ class _Allocation:
             code, elapsed, nonfinite = agree_step(self.stop_code(), clock.elapsed(), loss_sum, self.device)
             if loss_sum is not None:
                 self.step_s = time.monotonic() - t_step  # the agreement waited for the step to finish
+            self.saved_in_background(self.saver.poll())
             agreed = Agreed(StopCode(code), elapsed, nonfinite, epochs_ended)
             # decide: a pure function of the agreed values, the config and the state
             d = decide(agreed, self.cfg, state)
@@ -316,17 +319,38 @@ class _Allocation:
                 "model_shape": {f: getattr(cfg.model, f) for f in SHAPE_FIELDS}}
 
     def save_checkpoint(self, why: str, agreed_elapsed: float) -> None:
+        """A periodic save goes to the background (pretrain.async_save); any other save (the stop's)
+        first lets the one in flight finish, then blocks until it is on disk."""
         state, clock = self.state, self.clock
         t0 = time.monotonic()
+        background = why == "periodic" and self.cfg.checkpoint.async_checkpoints
         with clock.phase("checkpoint"):
             state.last_checkpoint_elapsed_s, state.last_checkpoint_epoch = agreed_elapsed, state.epochs_done
+            rank_state = {"rng": rng_state(), "loader": self.loader.state_dict()}
+            if background:
+                self.saver.save(self.engine, state.step, self.snapshot_meta(), rank_state, clock.elapsed())
+                return
+            self.finish_background_save()
             tag = save_training_checkpoint(self.engine, self.run_dir, self.rank, state.step, self.snapshot_meta(),
-                                           {"rng": rng_state(), "loader": self.loader.state_dict()},
-                                           self.cfg.checkpoint.keep_checkpoints, clock.elapsed)
+                                           rank_state, self.cfg.checkpoint.keep_checkpoints, clock.elapsed)
         self.save_s = time.monotonic() - t0
         self.events.emit("checkpoint", state.step, clock.elapsed(), tag=tag, reason=why, seconds=round(self.save_s, 3))
         if self.rank == 0:
             self.ledger.heartbeat(clock, state.step, saved=True)
+
+    def finish_background_save(self) -> None:
+        """Collective: the save in flight is on disk and published when every rank returns."""
+        self.saved_in_background(self.saver.wait())
+        barrier()
+
+    def saved_in_background(self, done) -> None:
+        if done is None:
+            return
+        self.save_s = done.blocked_s + done.write_s  # what a blocking save (the stop's) would take
+        self.events.emit("checkpoint", done.step, self.clock.elapsed(), tag=done.tag, reason="periodic",
+                         seconds=round(self.save_s, 3), blocked_seconds=round(done.blocked_s, 3), background=True)
+        if self.rank == 0:
+            self.ledger.heartbeat(self.clock, self.state.step, saved=True, saved_elapsed_s=done.elapsed_s)
 
     def save_hf(self, name: str, extra: dict) -> None:
         clock = self.clock
@@ -341,6 +365,7 @@ class _Allocation:
     # ---- the end of this allocation ------------------------------------------------------------
     def finish(self, d: Decision) -> int:
         state, clock, reason = self.state, self.clock, d.stop
+        self.finish_background_save()  # a stop without a save (a diverged loss) still completes it
         finished = reason.finished
         if finished and self.cfg.schedule.finetune_checkpoint_at_end:
             self.save_hf(FINAL_NAME, {"reason": reason})

@@ -1,0 +1,166 @@
+"""Periodic training checkpoints written in the background.
+
+A periodic save blocks the step only for the copy of the state to host memory: DeepSpeed's
+``save_checkpoint`` runs as usual (its barriers, its file names, its state dicts) but with a
+checkpoint engine that keeps a host copy of each state dict instead of writing it
+(``_HostCopy``). A background thread then writes those copies into the checkpoint's
+``.partial`` folder, fsyncs them and drops a ``rank_<r>.written`` mark; rank 0's thread waits
+for every rank's mark and publishes the checkpoint exactly as a blocking save does
+(``checkpoint.publish_checkpoint``: meta.json, rename, latest.json, keep-k). So a checkpoint
+is still complete only once fully written and marked, and the loader never sees a partial one;
+a kill at any instant of the write leaves the previous checkpoint the newest.
+
+One save is in flight at most: the next save (periodic or the final one) first waits for it.
+Errors of the background write (a full disk) are raised in the training thread at the next
+``poll`` or ``wait``. The writer thread is a daemon: a process that dies mid-write leaves a
+``.partial`` folder, which the next save removes.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+from deepspeed.runtime.checkpoint_engine.checkpoint_engine import CheckpointEngine
+
+from hpc_bert.atomic import fsync_path, write_bytes_atomic
+from hpc_bert.pretrain import faults
+from hpc_bert.pretrain.checkpoint import checkpoints_dir, publish_checkpoint, remove_partials, tag_for
+from hpc_bert.pretrain.distributed import barrier
+
+WRITTEN_MARK = "rank_{rank}.written"
+FAILED_MARK = "rank_{rank}.failed"  # best effort: tells rank 0's writer to stop waiting
+MARK_WAIT_S = 0.05  # rank 0's writer checks for the other ranks' marks this often, only while a save is in flight
+
+
+def host_copy(obj):
+    """A deep copy with every tensor copied to host memory (a clone on CPU): what the writer
+    thread serialises while training goes on mutating the originals."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return type(obj)((k, host_copy(v)) for k, v in obj.items()) if type(obj) is not dict \
+            else {k: host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
+        return type(obj)(host_copy(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+class _HostCopy(CheckpointEngine):
+    """DeepSpeed's checkpoint-engine interface, recording (path, host copy) instead of writing."""
+
+    def __init__(self):
+        super().__init__(None)
+        self.files: list[tuple[str, object]] = []
+
+    def create(self, info) -> None:
+        pass
+
+    def makedirs(self, path, exist_ok=False) -> None:
+        os.makedirs(path, exist_ok=exist_ok)
+
+    def save(self, state_dict, path: str) -> None:
+        self.files.append((path, host_copy(state_dict)))
+
+    def load(self, path: str, map_location=None):
+        raise RuntimeError("the host-copy checkpoint engine only saves")
+
+    def commit(self, info) -> bool:
+        return True
+
+
+@dataclass
+class SaveDone:
+    """A background save that reached disk: published (rank 0) or this rank's share written."""
+    tag: str
+    step: int
+    elapsed_s: float
+    blocked_s: float  # how long the training thread was blocked (the host copy)
+    write_s: float    # how long the background write took, publication included
+
+
+class AsyncCheckpointer:
+    """Periodic saves for one allocation: ``save`` (collective), ``poll`` each step, ``wait`` at the end."""
+
+    def __init__(self, run_dir: str, rank: int, world_size: int, keep: int):
+        self.run_dir, self.rank, self.world_size, self.keep = run_dir, rank, world_size, keep
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._done: SaveDone | None = None
+        self.pending_step: int | None = None
+
+    def save(self, engine, step: int, meta: dict, rank_state: dict, elapsed_s: float) -> float:
+        """Collective, every rank at the same step: copy the state to host and start writing it.
+        Returns the seconds the caller was blocked (a previous save's wait included)."""
+        t0 = time.monotonic()
+        self.wait()
+        root, partial = checkpoints_dir(self.run_dir), tag_for(step) + ".partial"
+        if self.rank == 0:
+            remove_partials(self.run_dir)
+        barrier()
+        capture, own = _HostCopy(), engine.checkpoint_engine
+        engine.checkpoint_engine = capture
+        try:
+            engine.save_checkpoint(root, tag=partial, save_latest=False)
+        finally:
+            engine.checkpoint_engine = own
+        files = capture.files + [(os.path.join(root, partial, f"rank_{self.rank}_state.pt"), host_copy(rank_state))]
+        blocked = time.monotonic() - t0
+        self.pending_step = step
+        self._thread = threading.Thread(target=self._write, args=(files, step, meta, elapsed_s, blocked),
+                                        name="hpc_bert-checkpoint-writer", daemon=True)
+        self._thread.start()
+        return blocked
+
+    def _write(self, files, step: int, meta: dict, elapsed_s: float, blocked: float) -> None:
+        t0, folder = time.monotonic(), os.path.dirname(files[-1][0])
+        try:
+            for path, state in files:
+                torch.save(state, path)
+                fsync_path(path)
+            write_bytes_atomic(os.path.join(folder, WRITTEN_MARK.format(rank=self.rank)), b"")
+            faults.at("save", step)  # tests: a kill (or a signal) in the middle of a background save
+            if self.rank == 0:
+                self._await_marks(folder)
+                publish_checkpoint(self.run_dir, step, meta, elapsed_s, self.keep)
+            self._done = SaveDone(tag_for(step), step, elapsed_s, blocked, time.monotonic() - t0)
+        except BaseException as e:  # noqa: BLE001 - handed to the training thread, which ends the allocation
+            self._error = e
+            try:
+                with open(os.path.join(folder, FAILED_MARK.format(rank=self.rank)), "wb"):
+                    pass
+            except OSError:
+                pass  # a full disk may refuse even an empty file: the allocation ends anyway
+
+    def _await_marks(self, folder: str) -> None:
+        marks = [os.path.join(folder, WRITTEN_MARK.format(rank=r)) for r in range(self.world_size)]
+        while not all(os.path.exists(m) for m in marks):
+            failed = [r for r in range(self.world_size) if os.path.exists(os.path.join(folder, FAILED_MARK.format(rank=r)))]
+            if failed:
+                raise RuntimeError(f"rank {failed[0]} could not write its share of {folder}")
+            time.sleep(MARK_WAIT_S)
+
+    def poll(self) -> SaveDone | None:
+        """The save that finished since the last call, if any; raises the background write's error."""
+        if self._thread is not None and not self._thread.is_alive():
+            return self._collect()
+        return None
+
+    def wait(self) -> SaveDone | None:
+        """Block until this rank's save in flight is on disk (and published, on rank 0). Collective
+        callers that then read the checkpoints folder add a barrier (rank 0 may still publish)."""
+        if self._thread is None:
+            return None
+        self._thread.join()
+        return self._collect()
+
+    def _collect(self) -> SaveDone | None:
+        self._thread, self.pending_step = None, None
+        error, done = self._error, self._done
+        self._error, self._done = None, None
+        if error is not None:
+            raise error
+        return done
