@@ -16,6 +16,7 @@ RUN_DIR/
   glue_results.md / .csv     the GLUE table
   wandb_run.json, wandb/     the W&B run id that every allocation resumes, W&B's files
   chain.json                 job ids of the submitted chain (status, submit --cancel)
+  hang_stacks/               rank_<r>.<job>.txt: every thread's stack of a rank that hung (pretrain/watchdog.py)
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ GLUE_TABLE_CSV = "glue_results.csv"
 COMPILE_CACHE_DIR = "compile_cache"    # Inductor's cache for --compile, kept across allocations
 WANDB_RUN_FILE = "wandb_run.json"      # the W&B run id every allocation resumes (--report_to wandb)
 CHAIN_FILE = "chain.json"              # job ids of the submitted chain, for status and --cancel
+HANG_STACKS_DIR = "hang_stacks"        # stacks written by the hang watchdog, one file per rank and job
 
 
 def marker_name(fraction: float) -> str:

@@ -219,10 +219,14 @@ class RuntimeConfig:
                                        help="where metrics go: tensorboard, wandb, both (tensorboard,wandb) "
                                             "or none (metrics.jsonl only)")
     wandb_entity: str | None = field(None, help="W&B team or user (--project_name, --job_name name the run)")
+    hang_timeout_s: float = field(0.0, help="end the allocation (stacks in RUN_DIR/hang_stacks, requeue status) "
+                                            "when no optimizer step completes in this many seconds; 0 = auto: "
+                                            "20x the slowest step, at least 600 s")
 
     def __post_init__(self):
         check_choices(self)
         _positive("print_steps", self.print_steps)
+        _positive("hang_timeout_s", self.hang_timeout_s, allow_zero=True)
         if self.fp16 and self.bf16:
             raise ConfigError("--fp16 and --bf16 are both set: choose one precision")
         self.report_to = tuple(dict.fromkeys(x for x in self.report_to if x != "none"))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from deepspeed.runtime.checkpoint_engine.checkpoint_engine import CheckpointEngine
 
-from hpc_bert.atomic import fsync_path, write_bytes_atomic
+from hpc_bert.atomic import write_bytes_atomic
 from hpc_bert.pretrain import faults
 from hpc_bert.pretrain.checkpoint import checkpoints_dir, publish_checkpoint, remove_partials, tag_for
 from hpc_bert.pretrain.distributed import barrier
@@ -34,6 +34,21 @@ from hpc_bert.pretrain.distributed import barrier
 WRITTEN_MARK = "rank_{rank}.written"
 FAILED_MARK = "rank_{rank}.failed"  # best effort: tells rank 0's writer to stop waiting
 MARK_WAIT_S = 0.05  # rank 0's writer checks for the other ranks' marks this often, only while a save is in flight
+
+
+def save_file(state, path: str) -> None:
+    """torch.save through a Python file, fsynced: a failed write (a full disk) surfaces as its
+    OSError (torch.save to a path says only "unexpected pos"), so the loop can tell what happened."""
+    try:
+        with open(path, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except RuntimeError as e:
+        if isinstance(e.__context__, OSError):
+            e.__context__.filename = e.__context__.filename or path
+            raise e.__context__ from None
+        raise
 
 
 def host_copy(obj):
@@ -76,6 +91,7 @@ class _HostCopy(CheckpointEngine):
 class SaveDone:
     """A background save that reached disk: published (rank 0) or this rank's share written."""
     tag: str
+    reason: str  # why it was saved: "periodic", or the stop's end reason
     step: int
     elapsed_s: float
     blocked_s: float  # how long the training thread was blocked (the host copy)
@@ -92,9 +108,11 @@ class AsyncCheckpointer:
         self._done: SaveDone | None = None
         self.pending_step: int | None = None
 
-    def save(self, engine, step: int, meta: dict, rank_state: dict, elapsed_s: float) -> float:
-        """Collective, every rank at the same step: copy the state to host and start writing it.
-        Returns the seconds the caller was blocked (a previous save's wait included)."""
+    def save(self, engine, step: int, meta: dict, rank_state: dict, elapsed_s, reason: str) -> float:
+        """Collective, every rank at the same step: copy the state to host and start writing it
+        (``wait`` after it makes a blocking save). ``elapsed_s``: the budget elapsed the checkpoint
+        records, or a function read when it is published (a blocking save counts its own time).
+        Returns the seconds the caller was blocked."""
         t0 = time.monotonic()
         self.wait()
         root, partial = checkpoints_dir(self.run_dir), tag_for(step) + ".partial"
@@ -110,23 +128,23 @@ class AsyncCheckpointer:
         files = capture.files + [(os.path.join(root, partial, f"rank_{self.rank}_state.pt"), host_copy(rank_state))]
         blocked = time.monotonic() - t0
         self.pending_step = step
-        self._thread = threading.Thread(target=self._write, args=(files, step, meta, elapsed_s, blocked),
+        self._thread = threading.Thread(target=self._write, args=(files, step, meta, elapsed_s, blocked, reason),
                                         name="hpc_bert-checkpoint-writer", daemon=True)
         self._thread.start()
         return blocked
 
-    def _write(self, files, step: int, meta: dict, elapsed_s: float, blocked: float) -> None:
+    def _write(self, files, step: int, meta: dict, elapsed_s, blocked: float, reason: str) -> None:
         t0, folder = time.monotonic(), os.path.dirname(files[-1][0])
         try:
             for path, state in files:
-                torch.save(state, path)
-                fsync_path(path)
+                save_file(state, path)
             write_bytes_atomic(os.path.join(folder, WRITTEN_MARK.format(rank=self.rank)), b"")
             faults.at("save", step)  # tests: a kill (or a signal) in the middle of a background save
+            elapsed_s = elapsed_s() if callable(elapsed_s) else elapsed_s
             if self.rank == 0:
                 self._await_marks(folder)
                 publish_checkpoint(self.run_dir, step, meta, elapsed_s, self.keep)
-            self._done = SaveDone(tag_for(step), step, elapsed_s, blocked, time.monotonic() - t0)
+            self._done = SaveDone(tag_for(step), reason, step, elapsed_s, blocked, time.monotonic() - t0)
         except BaseException as e:  # noqa: BLE001 - handed to the training thread, which ends the allocation
             self._error = e
             try:
@@ -156,6 +174,13 @@ class AsyncCheckpointer:
             return None
         self._thread.join()
         return self._collect()
+
+    def abandon(self, timeout_s: float) -> None:
+        """The allocation ends on a fault: give the write in flight ``timeout_s`` to stop, then
+        leave it (a daemon thread; its partial folder is removed now or by the next save)."""
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self._thread, self._error, self._done, self.pending_step = None, None, None, None
 
     def _collect(self) -> SaveDone | None:
         self._thread, self.pending_step = None, None

@@ -13,6 +13,7 @@ when stopped early by a signal or the allocation deadline and a requeue should c
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -26,15 +27,17 @@ from hpc_bert.pretrain import faults
 from hpc_bert.pretrain import schedule
 from hpc_bert.pretrain.async_save import AsyncCheckpointer
 from hpc_bert.pretrain.checkpoint import (find_latest, load_training_checkpoint, rng_state,
-                                 save_finetune_checkpoint, save_training_checkpoint, set_rng_state,
+                                 save_finetune_checkpoint, is_saved, set_rng_state,
                                  finetune_checkpoint_exists, check_free_space, checkpoint_bytes)
+from hpc_bert.pretrain.fault_end import run_guarded
+from hpc_bert.pretrain.watchdog import HangWatchdog
 from hpc_bert.pretrain.clock import BudgetClock, Ledger
 from hpc_bert.pretrain.elastic import accumulation_steps, fresh_rng_state
 from hpc_bert.pretrain.engine import accumulate, deepspeed_config, initialize_engine
 from hpc_bert.config.flags import flat_dict
 from hpc_bert.pretrain.distributed import (StopCode, StopFlag, agree_step, all_agree_max, all_sum, barrier,
                                            init_distributed, shutdown)
-from hpc_bert.runenv import allocation_end, dist_env
+from hpc_bert.runenv import allocation_end, dist_env, job_id
 from hpc_bert.pretrain.step_decision import Agreed, Decision, TrainState, after_validation, decide
 from hpc_bert.end_reason import EndReason
 from hpc_bert.errors import UserError
@@ -140,8 +143,8 @@ def run_training(cfg) -> int:
             return 0
         if lock is not None and lock.took_over:
             log(rank, f"took over the stale lock of pid {lock.took_over.get('pid')} on {lock.took_over.get('host')}")
-        return _Allocation(cfg, denv, tokenizer, vocab_size, accum, meta, ledger, PretrainingDataLoader,
-                           info).run()
+        return run_guarded(_Allocation(cfg, denv, tokenizer, vocab_size, accum, meta, ledger,
+                                       PretrainingDataLoader, info))
     finally:  # every exit path, errors included, ends the process group (see shutdown)
         shutdown()
         if lock is not None:
@@ -202,6 +205,7 @@ class _Allocation:
         self.deadline_end = allocation_end()
         self.save_s, self.step_s = 0.0, 0.0  # measured: they size the safety margin before the deadline
         self.saver = AsyncCheckpointer(run_dir, rank, world, cfg.checkpoint.keep_checkpoints)
+        self.watchdog = HangWatchdog(run_dir, rank, job_id() or f"pid-{os.getpid()}", rt.hang_timeout_s)
         if ledger is None and rank == 0:
             ledger = Ledger(run_dir, s.budget_s)
         self.ledger = ledger
@@ -234,7 +238,8 @@ class _Allocation:
             code, elapsed, nonfinite = agree_step(self.stop_code(), clock.elapsed(), loss_sum, self.device)
             if loss_sum is not None:
                 self.step_s = time.monotonic() - t_step  # the agreement waited for the step to finish
-            self.saved_in_background(self.saver.poll())
+            self.saved(self.saver.poll())
+            self.watchdog.step_boundary(self.step_s if loss_sum is not None else 0.0)
             agreed = Agreed(StopCode(code), elapsed, nonfinite, epochs_ended)
             # decide: a pure function of the agreed values, the config and the state
             d = decide(agreed, self.cfg, state)
@@ -300,7 +305,7 @@ class _Allocation:
 
     def validate(self, epoch: int, elapsed: float) -> None:
         state = self.state
-        with self.clock.phase("validation"):
+        with self.phase("validation"):
             state.last_val_loss = validate(self.engine, self.val_batches, self.device, epoch)
         state.validations_done.append(epoch)
         self.events.emit("validation", state.step, elapsed, val_loss=state.last_val_loss, lr=self.lr, epoch=epoch)
@@ -319,53 +324,60 @@ class _Allocation:
                 "model_shape": {f: getattr(cfg.model, f) for f in SHAPE_FIELDS}}
 
     def save_checkpoint(self, why: str, agreed_elapsed: float) -> None:
-        """A periodic save goes to the background (pretrain.async_save); any other save (the stop's)
-        first lets the one in flight finish, then blocks until it is on disk."""
+        """Every save goes through pretrain.async_save: a periodic one is written in the background;
+        any other (the stop's) blocks until it is on disk."""
         state, clock = self.state, self.clock
-        t0 = time.monotonic()
-        background = why == "periodic" and self.cfg.checkpoint.async_checkpoints
-        with clock.phase("checkpoint"):
+        with self.phase("checkpoint"):
+            self.finish_background_save()  # one save in flight at most; then every rank sees the same folder
             state.last_checkpoint_elapsed_s, state.last_checkpoint_epoch = agreed_elapsed, state.epochs_done
-            rank_state = {"rng": rng_state(), "loader": self.loader.state_dict()}
-            if background:
-                self.saver.save(self.engine, state.step, self.snapshot_meta(), rank_state, clock.elapsed())
-                return
-            self.finish_background_save()
-            tag = save_training_checkpoint(self.engine, self.run_dir, self.rank, state.step, self.snapshot_meta(),
-                                           rank_state, self.cfg.checkpoint.keep_checkpoints, clock.elapsed)
-        self.save_s = time.monotonic() - t0
-        self.events.emit("checkpoint", state.step, clock.elapsed(), tag=tag, reason=why, seconds=round(self.save_s, 3))
-        if self.rank == 0:
-            self.ledger.heartbeat(clock, state.step, saved=True)
+            if is_saved(self.run_dir, state.step):
+                return  # already saved at this step (a stop at the step this allocation resumed from)
+            background = why == "periodic" and self.cfg.checkpoint.async_checkpoints
+            self.saver.save(self.engine, state.step, self.snapshot_meta(),
+                            {"rng": rng_state(), "loader": self.loader.state_dict()},
+                            clock.elapsed() if background else clock.elapsed, why)
+            if not background:
+                self.finish_background_save()
 
     def finish_background_save(self) -> None:
         """Collective: the save in flight is on disk and published when every rank returns."""
-        self.saved_in_background(self.saver.wait())
+        self.saved(self.saver.wait())
         barrier()
 
-    def saved_in_background(self, done) -> None:
+    def saved(self, done) -> None:
+        """A save reached disk: its event (seconds: what a blocking save takes) and the ledger."""
         if done is None:
             return
-        self.save_s = done.blocked_s + done.write_s  # what a blocking save (the stop's) would take
-        self.events.emit("checkpoint", done.step, self.clock.elapsed(), tag=done.tag, reason="periodic",
-                         seconds=round(self.save_s, 3), blocked_seconds=round(done.blocked_s, 3), background=True)
+        self.save_s = done.blocked_s + done.write_s  # sizes the margin before the deadline
+        self.events.emit("checkpoint", done.step, self.clock.elapsed(), tag=done.tag, reason=done.reason,
+                         seconds=round(self.save_s, 3), blocked_seconds=round(done.blocked_s, 3))
         if self.rank == 0:
             self.ledger.heartbeat(self.clock, self.state.step, saved=True, saved_elapsed_s=done.elapsed_s)
 
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        """A validation or a save: its wall time goes to the ledger's phase, and the hang watchdog
+        allows it longer than a step."""
+        with self.clock.phase(name), self.watchdog.phase(name):
+            yield
+
     def save_hf(self, name: str, extra: dict) -> None:
         clock = self.clock
-        if self.rank == 0 and not finetune_checkpoint_exists(self.run_dir, name):
-            with clock.phase("checkpoint"):
-                path = save_finetune_checkpoint(self.engine.module.hf_model, self.tokenizer, self.run_dir, name,
-                                                {"step": self.state.step, "elapsed_s": clock.elapsed(),
-                                                 "progress": clock.progress(), **extra})
-            self.events.emit("finetune_checkpoint", self.state.step, clock.elapsed(), name=name, path=path, **extra)
-        barrier()
+        with self.watchdog.phase("checkpoint"):  # on every rank: the others wait in the barrier
+            if self.rank == 0 and not finetune_checkpoint_exists(self.run_dir, name):
+                with clock.phase("checkpoint"):
+                    path = save_finetune_checkpoint(self.engine.module.hf_model, self.tokenizer, self.run_dir, name,
+                                                    {"step": self.state.step, "elapsed_s": clock.elapsed(),
+                                                     "progress": clock.progress(), **extra})
+                self.events.emit("finetune_checkpoint", self.state.step, clock.elapsed(), name=name, path=path,
+                                 **extra)
+            barrier()
 
     # ---- the end of this allocation ------------------------------------------------------------
     def finish(self, d: Decision) -> int:
         state, clock, reason = self.state, self.clock, d.stop
-        self.finish_background_save()  # a stop without a save (a diverged loss) still completes it
+        with self.phase("checkpoint"):
+            self.finish_background_save()  # a stop without a save (a diverged loss) still completes it
         finished = reason.finished
         if finished and self.cfg.schedule.finetune_checkpoint_at_end:
             self.save_hf(FINAL_NAME, {"reason": reason})
