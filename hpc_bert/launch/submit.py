@@ -24,6 +24,7 @@ from hpc_bert.config.flags import check_choices, field, leaf_fields, parse_confi
 from hpc_bert.config.pretrain import PretrainConfig
 from hpc_bert.errors import ConfigError, UserError, exit_on_user_error
 from hpc_bert.launch import cluster_options
+from hpc_bert.launch.disk_room import check_disk_room
 from hpc_bert.launch import queue
 from hpc_bert.launch.queue import record_chain
 from hpc_bert.layout import GLUE_TABLE_MD, SUBMITIT_DIR
@@ -104,14 +105,18 @@ def measured_save_seconds(run_dir: str) -> float | None:
     return max(saves) if saves else None
 
 
-def estimated_save_seconds(cfg: PretrainConfig) -> float:
-    """Before any save was measured: one checkpoint of the model's real parameter count (built
-    on the meta device, with the tokenizer's vocab) written at SAVE_BYTES_PER_S."""
+def model_parameters(cfg: PretrainConfig) -> int:
+    """The model's real parameter count (built on the meta device, with the tokenizer's vocab)."""
     from hpc_bert.data.tokenizer import load_tokenizer
     from hpc_bert.model.bert import model_vocab_size, parameter_count
-    from hpc_bert.pretrain.checkpoint import checkpoint_bytes
     vocab_size = cfg.model.vocab_size or model_vocab_size(cfg.model, len(load_tokenizer(cfg.model.tokenizer_name)))
-    return checkpoint_bytes(parameter_count(cfg.model, vocab_size)) / SAVE_BYTES_PER_S
+    return parameter_count(cfg.model, vocab_size)
+
+
+def estimated_save_seconds(cfg: PretrainConfig) -> float:
+    """Before any save was measured: one checkpoint of the model's real size written at SAVE_BYTES_PER_S."""
+    from hpc_bert.pretrain.checkpoint import checkpoint_bytes
+    return checkpoint_bytes(model_parameters(cfg)) / SAVE_BYTES_PER_S
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -173,6 +178,9 @@ def plan(argv: list[str]) -> Plan:
     if not sub.dry_run and not sub.prepare and (not cfg.data.dataset_path or not os.path.exists(cfg.data.dataset_path)):
         raise UserError(f"--dataset_path {cfg.data.dataset_path} does not exist: prepare shards with "
                         "python -m hpc_bert.data prepare, or fix the path in the config")
+    if not sub.dry_run:  # a preview writes nothing, so it needs no room
+        check_disk_room(run_dir, model_parameters(cfg), cfg.checkpoint.keep_checkpoints,
+                        len(cfg.schedule.finetune_time_markers) + bool(cfg.schedule.finetune_checkpoint_at_end))
     glue_runs, checkpoints = [], []
     if sub.glue:
         from hpc_bert.glue import grid as glue_grid
