@@ -32,6 +32,7 @@ import json
 import math
 import os
 import random
+import socket
 import subprocess
 import sys
 import tempfile
@@ -68,8 +69,15 @@ def run_flags(run_dir: str, inputs, steps: int, every_step_saved: bool = False) 
                       hang_timeout_s=HANG_TIMEOUT_S)
 
 
+def free_port() -> int:
+    with socket.socket() as s:  # the process group's port: other runs on the machine may hold the default
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def train(flags: list[str], faults: str = "") -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", HPC_BERT_FAULTS=faults,
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-m", "hpc_bert.train", *flags], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)

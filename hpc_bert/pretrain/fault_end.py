@@ -59,8 +59,8 @@ def disk_full_line(alloc, e: OSError) -> str:
     kept = f"the previous checkpoint {latest['tag']}" if latest else "no checkpoint yet; the run starts over,"
     return (f"{folder}: {e.strerror or os.strerror(e.errno)} while writing {os.path.basename(e.filename or '') or 'a file'}: "
             f"a checkpoint needs {needed:,} bytes ({needed / 2**30:.2f} GiB), {free:,} bytes free; {kept} "
-            f"and the ledger are intact: free {max(needed - free, 0):,} bytes or more (or raise the quota) and "
-            "resubmit: training resumes from it")
+            f"and the ledger are intact: free {f'{needed - free:,} bytes or more' if needed > free else 'space'} "
+            "(or raise the quota) and resubmit: training resumes from it")
 
 
 def hang_line(alloc, e: RuntimeError) -> str:
