@@ -125,3 +125,20 @@ def test_a_disk_that_fills_during_a_save_loses_nothing(tmp_path, inputs):
         assert led.allocations[1].step_begin == 3 and led.totals()["elapsed_s"] == STEPS * STEP_S
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_kill_during_a_background_save_loses_at_most_the_interval_and_one_step(tmp_path, inputs):
+    run = tmp_path / "run"
+    f = flags(run, inputs)  # a periodic (background) save every 3 steps
+    # kill -9 once the writer thread has written step 6's files, before it publishes them
+    r = train(f, {"HPC_BERT_FAULTS": "kill@save:6"})
+    assert r.returncode == -9, r.stderr[-3000:]
+    assert find_latest(str(run))["step"] == 3  # the save in flight never became a checkpoint
+    r = train(f)
+    assert r.returncode == 0, r.stderr[-3000:]
+    killed, resumed = Ledger.load(str(run)).allocations
+    assert killed.end_reason == "crash" and resumed.step_begin == 3
+    assert 0 < killed.lost_s <= 3 * STEP_S + STEP_S, killed.lost_s
+    blocked = [e["blocked_seconds"] for e in read_events(str(run)) if e["event"] == "checkpoint"
+               and e["reason"] == "periodic"]
+    assert blocked and all(b >= 0 for b in blocked)
