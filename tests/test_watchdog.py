@@ -55,3 +55,14 @@ def test_host_copy_is_independent_of_the_training_state():
     state["opt"][0]["step"] = 4
     assert torch.equal(copy["module"]["w"], torch.ones(4)) and torch.equal(copy["opt"][0]["exp_avg"], torch.full((4,), 2.0))
     assert copy["opt"][0]["step"] == 3 and copy["scale"] == 2.0
+
+
+def test_host_buffers_are_reused_save_after_save_and_hold_each_saves_values():
+    buffers = {}
+    w = torch.arange(6.0)
+    first = host_copy({"module": {"w": w}}, buffers, ("f.pt",))
+    assert torch.equal(first["module"]["w"], torch.arange(6.0))
+    w.mul_(2)
+    second = host_copy({"module": {"w": w}}, buffers, ("f.pt",))
+    assert second["module"]["w"].data_ptr() == first["module"]["w"].data_ptr()  # the same host buffer
+    assert torch.equal(second["module"]["w"], torch.arange(6.0) * 2) and second["module"]["w"].data_ptr() != w.data_ptr()

@@ -51,25 +51,34 @@ def save_file(state, path: str) -> None:
         raise
 
 
-def host_copy(obj):
+def host_copy(obj, buffers: dict | None = None, key: tuple = ()):
     """A deep copy with every tensor copied to host memory (a clone on CPU): what the writer
-    thread serialises while training goes on mutating the originals."""
+    thread serialises while training goes on mutating the originals. With ``buffers``, a tensor
+    is copied into the host buffer kept at its place ``key`` from the previous save (no fresh
+    allocation, no page faults: the copy is most of what a background save blocks for); a CUDA
+    tensor's buffer is pinned."""
     if torch.is_tensor(obj):
-        return obj.detach().to("cpu", copy=True)
+        if buffers is None:
+            return obj.detach().to("cpu", copy=True)
+        buf = buffers.get(key)
+        if buf is None or buf.shape != obj.shape or buf.dtype != obj.dtype:
+            buf = buffers[key] = torch.empty(obj.shape, dtype=obj.dtype, pin_memory=obj.is_cuda)
+        return buf.copy_(obj.detach())
     if isinstance(obj, dict):
-        return type(obj)((k, host_copy(v)) for k, v in obj.items()) if type(obj) is not dict \
-            else {k: host_copy(v) for k, v in obj.items()}
+        items = ((k, host_copy(v, buffers, (*key, k))) for k, v in obj.items())
+        return {k: v for k, v in items} if type(obj) is dict else type(obj)(items)
     if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
-        return type(obj)(host_copy(v) for v in obj)
+        return type(obj)(host_copy(v, buffers, (*key, i)) for i, v in enumerate(obj))
     return copy.deepcopy(obj)
 
 
 class _HostCopy(CheckpointEngine):
     """DeepSpeed's checkpoint-engine interface, recording (path, host copy) instead of writing."""
 
-    def __init__(self):
+    def __init__(self, buffers: dict):
         super().__init__(None)
         self.files: list[tuple[str, object]] = []
+        self.buffers = buffers
 
     def create(self, info) -> None:
         pass
@@ -78,7 +87,8 @@ class _HostCopy(CheckpointEngine):
         os.makedirs(path, exist_ok=exist_ok)
 
     def save(self, state_dict, path: str) -> None:
-        self.files.append((path, host_copy(state_dict)))
+        # keyed by the file's name in the folder, so the same state lands in the same buffers each save
+        self.files.append((path, host_copy(state_dict, self.buffers, (os.path.basename(path),))))
 
     def load(self, path: str, map_location=None):
         raise RuntimeError("the host-copy checkpoint engine only saves")
@@ -107,6 +117,7 @@ class AsyncCheckpointer:
         self._error: BaseException | None = None
         self._done: SaveDone | None = None
         self.pending_step: int | None = None
+        self._buffers: dict = {}  # host copies, reused save after save (only one save is in flight)
 
     def save(self, engine, step: int, meta: dict, rank_state: dict, elapsed_s, reason: str) -> float:
         """Collective, every rank at the same step: copy the state to host and start writing it
@@ -119,7 +130,7 @@ class AsyncCheckpointer:
         if self.rank == 0:
             remove_partials(self.run_dir)
         barrier()
-        capture, own = _HostCopy(), engine.checkpoint_engine
+        capture, own = _HostCopy(self._buffers), engine.checkpoint_engine
         engine.checkpoint_engine = capture
         try:
             engine.save_checkpoint(root, tag=partial, save_latest=False)
