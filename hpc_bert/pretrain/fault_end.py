@@ -33,10 +33,12 @@ def run_guarded(alloc) -> int:
     except OSError as e:
         if e.errno not in DISK_ERRNOS:
             raise
+        alloc.watchdog.disarm()
         return end_abruptly(alloc, EndReason.DISK_FULL, disk_full_line(alloc, e))
     except RuntimeError as e:  # torch.distributed's errors (a collective timed out) are RuntimeErrors
         if not alloc.watchdog.expired():
             raise
+        alloc.watchdog.disarm()  # the timed-out collective and the alarm come together: one ending
         return end_abruptly(alloc, EndReason.HANG, hang_line(alloc, e))
     finally:
         alloc.watchdog.close()

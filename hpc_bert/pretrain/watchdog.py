@@ -61,6 +61,7 @@ class HangWatchdog:
         self.armed_s = 0.0
         self.deadline = float("inf")
         self._pg_timeout_s = None
+        self._disarmed = False
         self._previous_alarm = signal.signal(signal.SIGALRM, self._alarm)
 
     def step_timeout(self) -> float:
@@ -85,6 +86,8 @@ class HangWatchdog:
         self._arm(self.step_timeout())
 
     def _alarm(self, _signum, _frame):
+        if self._disarmed:
+            return  # delivered while the allocation already ends
         raise HangDetected(f"the hang watchdog's alarm: no step for {self.armed_s:.0f} s")
 
     def _arm(self, seconds: float) -> None:
@@ -100,10 +103,15 @@ class HangWatchdog:
         """The timeout passed: a collective that failed now failed because a rank hung."""
         return time.monotonic() >= self.deadline
 
-    def close(self) -> None:
-        """Disarm; an empty stacks file (no hang) is removed."""
+    def disarm(self) -> None:
+        """The allocation ends: no stacks, no alarm from here on (its end must not be interrupted)."""
+        self._disarmed = True
         faulthandler.cancel_dump_traceback_later()
         signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def close(self) -> None:
+        """Disarm; an empty stacks file (no hang) is removed."""
+        self.disarm()
         signal.signal(signal.SIGALRM, self._previous_alarm)
         self._file.close()
         with contextlib.suppress(OSError):
