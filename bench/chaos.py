@@ -2,9 +2,14 @@
 as the uninterrupted run does.
 
 Faults (hpc_bert.pretrain.faults, real signals through the real handlers): kill -9 after a
-step, in the middle of a checkpoint write, in the middle of a ledger write; SIGUSR2 or
-SIGTERM twice in a row; a signal during a validation; a signal right after a fine-tune
-marker. After each fault the run is started again and resumes from what it left on disk.
+step, in the middle of a checkpoint write (periodic saves are written in the background, stop
+saves block), in the middle of a ledger write; SIGUSR2 or SIGTERM twice in a row; a signal
+during a validation; a signal right after a fine-tune marker; a hang (the process blocks for
+good after a step: the hang watchdog must end it with the requeue status); a full disk (No
+space left on device in the middle of a background checkpoint write or of a ledger write);
+kill -9 in the middle of the next periodic (background) save, whose lost work is checked
+against the interval plus one step. After each fault the run is started again and resumes
+from what it left on disk.
 Checked at the end, against an uninterrupted run of the same flags:
   - every checkpoint a restart loaded (the newest complete one) holds the weights the
     uninterrupted run had at that step, bit for bit (a corrupt / torn load counts as one);
@@ -12,7 +17,9 @@ Checked at the end, against an uninterrupted run of the same flags:
   - the ledger adds up: summed over allocations, budget elapsed advanced minus lost seconds
     equals the final elapsed (= the budget), totals equal the allocations' sums, and no
     allocation is recorded twice (one record per process at most, job ids unique);
-  - every fine-tune marker was written exactly once, at the uninterrupted run's step.
+  - every fine-tune marker was written exactly once, at the uninterrupted run's step;
+  - a kill during a background save loses at most the save interval plus one step (the
+    ledger's lost seconds of that allocation).
 
     python bench/chaos.py [--faults 50] [--seed 0] [--steps 60]
 
@@ -25,6 +32,7 @@ import json
 import math
 import os
 import random
+import socket
 import subprocess
 import sys
 import tempfile
@@ -45,8 +53,10 @@ STEP_S = 10.0
 SAVE_EVERY = 3          # steps between periodic checkpoints (checkpoint_every_minutes below)
 EPOCH_STEPS = 5         # 80 samples / global batch 16
 MARKERS = (0.15, 0.3, 0.45, 0.6, 0.75, 0.9)
+HANG_TIMEOUT_S = 8     # a tiny step takes well under a second even on a loaded machine
 KINDS = ("kill@step", "kill@save", "kill@ledger", "usr2 twice", "term twice", "signal in validation",
-         "signal after marker")
+         "signal after marker", "hang", "full disk", "kill in async save")
+END_REASONS = {"hang": "hang", "full disk": "disk_full"}  # faults that end with the requeue status
 
 
 def run_flags(run_dir: str, inputs, steps: int, every_step_saved: bool = False) -> list[str]:
@@ -55,11 +65,19 @@ def run_flags(run_dir: str, inputs, steps: int, every_step_saved: bool = False) 
                       simulated_step_seconds=STEP_S, finetune_time_markers=",".join(map(str, MARKERS)),
                       finetune_checkpoint_at_end="true", do_validation="true", validation_epochs=1,
                       checkpoint_every_minutes=(STEP_S if every_step_saved else SAVE_EVERY * STEP_S) / 60,
-                      keep_checkpoints=10 ** 6 if every_step_saved else 2, num_workers=1)
+                      keep_checkpoints=10 ** 6 if every_step_saved else 2, num_workers=1,
+                      hang_timeout_s=HANG_TIMEOUT_S)
+
+
+def free_port() -> int:
+    with socket.socket() as s:  # the process group's port: other runs on the machine may hold the default
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def train(flags: list[str], faults: str = "") -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", HPC_BERT_FAULTS=faults,
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-m", "hpc_bert.train", *flags], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
@@ -89,6 +107,14 @@ def _planned(kind: str, step: int, epochs: int, markers: int, rng: random.Random
         return ",".join(f"kill@save:{n}" for n in ahead)
     if kind == "kill@ledger":  # 1 is the allocation record itself, then one per step and per save
         return f"kill@ledger:{rng.randint(1, 6)}"
+    if kind == "hang":
+        return f"hang@step:{step + rng.randint(1, 4)}"
+    if kind == "full disk":
+        if rng.random() < 0.5:
+            return ",".join(f"enospc@save:{n}" for n in ahead)
+        return f"enospc@ledger:{rng.randint(2, 6)}"
+    if kind == "kill in async save":  # the next periodic save: SAVE_EVERY steps after the one resumed from
+        return f"kill@save:{step + SAVE_EVERY}"
     if kind in ("usr2 twice", "term twice"):
         sig, n = kind.split()[0], step + rng.randint(1, 4)
         return f"{sig}@step:{n},{sig}@step:{n}"
@@ -109,7 +135,10 @@ def resume_point(run_dir: str) -> tuple[int, int, int, str | None]:
 def fired(kind: str, rc: int, run_dir: str) -> bool:
     if kind.startswith("kill"):
         return rc == -9
-    return rc == 75 and Ledger.load(run_dir).current.end_reason != "signal"  # not the backstop
+    reason = Ledger.load(run_dir).current.end_reason
+    if kind in END_REASONS:
+        return rc == 75 and reason == END_REASONS[kind]
+    return rc == 75 and reason not in ("signal", *END_REASONS.values())  # not the backstop
 
 
 def main(argv=None) -> int:
@@ -137,6 +166,7 @@ def main(argv=None) -> int:
     flags = run_flags(run, inputs, args.steps)
     injected = resumes = corrupt = processes = unfired = 0
     per_kind = {k: 0 for k in KINDS}
+    async_kills = []  # ledger index of each allocation killed during a background save
     while True:
         step, epochs, markers, tag = resume_point(run)
         if tag is not None:  # the checkpoint this restart will load must be the reference's, bit for bit
@@ -159,6 +189,8 @@ def main(argv=None) -> int:
             per_kind[kind] += 1
             print(f"fault {injected:3d}: {kind:21s} {spec[:44]:44s} resumed at step {step:3d} -> rc {r.returncode}",
                   flush=True)
+            if kind == "kill in async save":
+                async_kills.append(len(Ledger.load(run).allocations) - 1)
         elif kind:
             unfired += 1
         if r.returncode == 0:
@@ -200,8 +232,14 @@ def main(argv=None) -> int:
     print(f"ledger totals consistent: {ledger_ok} (elapsed advanced - lost = {advanced:.1f} s, budget "
           f"{led.budget_s:.1f} s; lost {totals['lost_s']:.1f} s; {len(ids)} allocations, {len(set(ids))} job ids)")
     print(f"markers exactly once: {markers_ok} ({len(MARKERS)} markers + final)")
+    lost = [led.allocations[i].lost_s for i in async_kills]
+    bound = SAVE_EVERY * STEP_S + STEP_S
+    lost_ok = all(x <= bound + 1e-6 for x in lost)
+    print(f"kill -9 during a background save: lost {', '.join(f'{x:g}' for x in lost) or 'nothing (none fired)'} s; "
+          f"bound: interval {SAVE_EVERY * STEP_S:g} s + one step {STEP_S:g} s = {bound:g} s: {lost_ok}")
     print(f"wall: {time.monotonic() - t0:.0f} s")
-    good = (injected >= args.faults and corrupt == 0 and bitwise and same_trace and ledger_ok and markers_ok)
+    good = (injected >= args.faults and corrupt == 0 and bitwise and same_trace and ledger_ok and markers_ok
+            and lost_ok)
     print("chaos: PASS" if good else "chaos: FAIL")
     return 0 if good else 1
 

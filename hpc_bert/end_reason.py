@@ -22,6 +22,8 @@ class EndReason(str, Enum):
     CRASH = "crash"              # the allocation died without ending its ledger record
     ERROR = "error"              # a non-finite loss: nothing saved, the run fails
     CANCELLED = "cancelled"      # submit --cancel: saved, the job ends; the same submit command continues
+    HANG = "hang"                # no optimizer step within --hang_timeout_s: a rank hung (stacks in the run dir)
+    DISK_FULL = "disk_full"      # a checkpoint, ledger or metrics write failed for lack of space (or EIO)
 
     def __str__(self) -> str:
         return self.value

@@ -18,6 +18,7 @@ RUN_DIR/
   chain.json                 job ids of the submitted chain (status, submit --cancel)
   submit_args.json           the submit flags of the chain, for submit --run_dir R --budget H
   abandoned_checkpoints/     after an extension: the abandoned decay's training checkpoints, by old budget
+  hang_stacks/               rank_<r>.<job>.txt: every thread's stack of a rank that hung (pretrain/watchdog.py)
   sweep_failed.json          a sweep member's pretraining failed (why, when): not rerun without --retry_failed
 
 SWEEP_DIR/ (python -m hpc_bert.sweep)
@@ -52,6 +53,7 @@ WANDB_RUN_FILE = "wandb_run.json"      # the W&B run id every allocation resumes
 CHAIN_FILE = "chain.json"              # job ids of the submitted chain, for status and --cancel
 SUBMIT_ARGS_FILE = "submit_args.json"  # submit's flags, so a budget change needs only --run_dir and --budget
 ABANDONED_DIR = "abandoned_checkpoints"  # <budget label>/step_*: a decay an extension restarted, never resumed
+HANG_STACKS_DIR = "hang_stacks"        # stacks written by the hang watchdog, one file per rank and job
 MEMBER_FAILED = "sweep_failed.json"    # a sweep member's pretraining failed
 SWEEP_FILE = "sweep.json"              # SWEEP_DIR: the members and the submissions
 SWEEP_RESULTS_MD = "sweep_results.md"  # SWEEP_DIR: the leaderboard

@@ -14,11 +14,12 @@ from hpc_bert.pretrain.step_decision import Agreed, Decision, TrainState, after_
 
 def test_members_keep_the_ledger_strings_and_their_exit_status():
     assert [r.value for r in EndReason] == ["budget_done", "early_exit", "early_stop", "timeout", "preempted",
-                                            "signal", "crash", "error", "cancelled"]
+                                            "signal", "crash", "error", "cancelled", "hang", "disk_full"]
     assert json.dumps({"end_reason": EndReason.TIMEOUT}) == '{"end_reason": "timeout"}'
     assert f"{EndReason.PREEMPTED}" == "preempted" and EndReason("crash") is EndReason.CRASH
     expected = {"budget_done": 0, "early_exit": 0, "early_stop": 0, "error": 1, "cancelled": 0,
-                "timeout": EXIT_REQUEUE, "preempted": EXIT_REQUEUE, "signal": EXIT_REQUEUE, "crash": EXIT_REQUEUE}
+                "timeout": EXIT_REQUEUE, "preempted": EXIT_REQUEUE, "signal": EXIT_REQUEUE, "crash": EXIT_REQUEUE,
+                "hang": EXIT_REQUEUE, "disk_full": EXIT_REQUEUE}
     assert {r.value: r.exit_status for r in EndReason} == expected
     assert {r for r in EndReason if r.finished} == {EndReason.BUDGET_DONE, EndReason.EARLY_EXIT, EndReason.EARLY_STOP}
 
@@ -30,5 +31,7 @@ def test_every_reason_the_trainer_writes_is_a_member():
     written.add(decide(Agreed(nonfinite_loss=True, elapsed_s=1.0), cfg, TrainState()).stop)
     written.add(after_validation(Decision(), 5.0, 1e9, cfg).stop)
     assert all(isinstance(r, EndReason) for r in written), written
-    # the ledger writes CRASH for a dead allocation; the launcher writes CANCELLED after submit --cancel
-    assert written == set(EndReason) - {EndReason.CRASH, EndReason.CANCELLED}
+    # the ledger writes CRASH for a dead allocation; the launcher writes CANCELLED after submit --cancel;
+    # the loop's guard writes HANG and DISK_FULL (a collective timed out past the watchdog, or a write
+    # failed for lack of space)
+    assert written == set(EndReason) - {EndReason.CRASH, EndReason.CANCELLED, EndReason.HANG, EndReason.DISK_FULL}

@@ -232,6 +232,8 @@ class CheckpointConfig:
     allow_budget_change: bool = field(False, help="resume a run whose curve is not wsd under another "
                                       "--total_training_time: the LR jumps to the new schedule's value at once "
                                       "(recorded in the ledger); --curve wsd runs change budget without it")
+    async_checkpoints: bool = field(True, help="write periodic checkpoints in the background: a save blocks "
+                                                "training only for the copy to host memory")
 
     def __post_init__(self):
         _positive("num_epochs_between_checkpoints", self.num_epochs_between_checkpoints)
@@ -260,12 +262,16 @@ class RuntimeConfig:
     wandb_entity: str | None = field(None, help="W&B team or user (--project_name, --job_name name the run)")
     peak_tflops: float | None = field(None, help="one device's peak TFLOP/s for MFU; default: a known GPU's bf16 "
                                                  "dense peak (none on CPU)")
+    hang_timeout_s: float = field(0.0, help="end the allocation (stacks in RUN_DIR/hang_stacks, requeue status) "
+                                            "when no optimizer step completes in this many seconds; 0 = auto: "
+                                            "20x the slowest step, at least 600 s")
 
     def __post_init__(self):
         check_choices(self)
         _positive("print_steps", self.print_steps)
         if self.peak_tflops is not None:
             _positive("peak_tflops", self.peak_tflops)
+        _positive("hang_timeout_s", self.hang_timeout_s, allow_zero=True)
         if self.fp16 and self.bf16:
             raise ConfigError("--fp16 and --bf16 are both set: choose one precision")
         self.report_to = tuple(dict.fromkeys(x for x in self.report_to if x != "none"))

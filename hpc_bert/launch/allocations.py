@@ -74,15 +74,19 @@ def measured_save_seconds(run_dir: str) -> float | None:
     return max(saves) if saves else None
 
 
-def estimated_save_seconds(cfg: PretrainConfig) -> float:
-    """Before any save was measured: one checkpoint of the model's real parameter count (built
-    on the meta device, with the tokenizer's vocab) written at SAVE_BYTES_PER_S."""
-    # torch loads here, only when a save must be estimated: `submit --help` and --cancel stay light
+def model_parameters(cfg: PretrainConfig) -> int:
+    """The model's real parameter count (built on the meta device, with the tokenizer's vocab)."""
+    # torch loads here, only when a run must be sized: `submit --help` and --cancel stay light
     from hpc_bert.data.tokenizer import load_tokenizer
     from hpc_bert.model.bert import model_vocab_size, parameter_count
-    from hpc_bert.pretrain.checkpoint import checkpoint_bytes
     vocab_size = cfg.model.vocab_size or model_vocab_size(cfg.model, len(load_tokenizer(cfg.model.tokenizer_name)))
-    return checkpoint_bytes(parameter_count(cfg.model, vocab_size)) / SAVE_BYTES_PER_S
+    return parameter_count(cfg.model, vocab_size)
+
+
+def estimated_save_seconds(cfg: PretrainConfig) -> float:
+    """Before any save was measured: one checkpoint of the model's real size written at SAVE_BYTES_PER_S."""
+    from hpc_bert.pretrain.checkpoint import checkpoint_bytes  # torch: see model_parameters
+    return checkpoint_bytes(model_parameters(cfg)) / SAVE_BYTES_PER_S
 
 
 def allocation_plan(sub, cfg: PretrainConfig, cluster: str) -> tuple[int, int, float | None]:

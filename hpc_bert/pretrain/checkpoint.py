@@ -109,36 +109,54 @@ def check_free_space(run_dir: str, needed_bytes: int) -> None:
                         f"about {needed_bytes / 2**30:.1f} GiB needed: free space or use another --output_dir")
 
 
+def remove_partials(run_dir: str) -> None:
+    """Rank 0, before a save: delete folders torn by an earlier crash or a failed write (the run
+    lock and the one-save-in-flight rule rule out a live writer)."""
+    root = checkpoints_dir(run_dir)
+    os.makedirs(root, exist_ok=True)
+    for name in os.listdir(root):
+        if name.endswith(".partial"):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def publish_checkpoint(run_dir: str, step: int, meta: dict, elapsed_s: float, keep: int) -> str:
+    """Rank 0, once every rank's files of ``step`` are written: fsync, mark (meta.json), rename
+    the partial folder into place, repoint latest.json, prune beyond ``keep``. Returns the tag."""
+    root, tag = checkpoints_dir(run_dir), tag_for(step)
+    partial = os.path.join(root, tag + ".partial")
+    _fsync_tree(partial)
+    write_json_atomic(os.path.join(partial, CHECKPOINT_META), {**meta, "tag": tag, "elapsed_s": elapsed_s,
+                                                               "saved_wall": time.time()})
+    os.rename(partial, os.path.join(root, tag))
+    fsync_path(root)
+    write_json_atomic(os.path.join(root, CHECKPOINT_POINTER), {"tag": tag, "step": step, "elapsed_s": elapsed_s})
+    for old in complete_checkpoints(run_dir)[:-keep]:
+        if not read_meta(run_dir, old).get("pinned"):  # a decay-start checkpoint outlives the rotation
+            shutil.rmtree(os.path.join(root, old), ignore_errors=True)
+    return tag
+
+
+def is_saved(run_dir: str, step: int) -> bool:
+    return os.path.isfile(os.path.join(checkpoints_dir(run_dir), tag_for(step), CHECKPOINT_META))
+
+
 def save_training_checkpoint(engine, run_dir: str, rank: int, step: int, meta: dict, rank_state: dict,
                              keep: int, elapsed_now) -> str:
     """Collective save; every rank must call it at the same step. Returns the tag."""
     root = checkpoints_dir(run_dir)
     tag = tag_for(step)
-    final = os.path.join(root, tag)
-    if os.path.isfile(os.path.join(final, CHECKPOINT_META)):
+    if is_saved(run_dir, step):
         return tag  # already saved at this step (e.g. a periodic save right before a stop)
     partial = tag + ".partial"
     if rank == 0:
-        os.makedirs(root, exist_ok=True)
-        for name in os.listdir(root):
-            if name.endswith(".partial"):  # torn by an earlier crash; the lock rules out a live writer
-                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        remove_partials(run_dir)
     barrier()
     engine.save_checkpoint(root, tag=partial, save_latest=False)
     torch.save(rank_state, os.path.join(root, partial, f"rank_{rank}_state.pt"))
     barrier()
     faults.at("save", step)  # tests: a signal, or a kill, in the middle of a save
     if rank == 0:
-        _fsync_tree(os.path.join(root, partial))
-        write_json_atomic(os.path.join(root, partial, CHECKPOINT_META), {**meta, "tag": tag, "elapsed_s": elapsed_now(),
-                                                              "saved_wall": time.time()})
-        os.rename(os.path.join(root, partial), final)
-        fsync_path(root)
-        saved = read_meta(run_dir, tag)
-        write_json_atomic(os.path.join(root, CHECKPOINT_POINTER), {"tag": tag, "step": step, "elapsed_s": saved["elapsed_s"]})
-        for old in complete_checkpoints(run_dir)[:-keep]:
-            if not read_meta(run_dir, old).get("pinned"):  # a decay-start checkpoint outlives the rotation
-                shutil.rmtree(os.path.join(root, old), ignore_errors=True)
+        publish_checkpoint(run_dir, step, meta, elapsed_now(), keep)
     barrier()
     return tag
 

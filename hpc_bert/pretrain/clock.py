@@ -250,15 +250,18 @@ class Ledger:
         if (last.get("from_tag"), last.get("new_budget_s")) != (change.get("from_tag"), change["new_budget_s"]):
             self.budget_changes.append(change)
 
-    def heartbeat(self, clock: BudgetClock, step: int, saved: bool = False, decay_start_tag: str | None = None) -> None:
+    def heartbeat(self, clock: BudgetClock, step: int, saved: bool = False, saved_elapsed_s: float | None = None,
+                  decay_start_tag: str | None = None) -> None:
+        """``saved``: a checkpoint reached disk, at ``saved_elapsed_s`` (a background save) or now;
+        ``decay_start_tag``: --curve wsd, that checkpoint is where the decay begins."""
         a = self.current
         phases = clock.phase_totals()
         a.train_s, a.validation_s, a.checkpoint_s = phases["train"], phases["validation"], phases["checkpoint"]
         a.elapsed_last_s = clock.elapsed()
         a.step_last = step
         if saved:
-            a.elapsed_saved_s = a.elapsed_last_s
-        if decay_start_tag:  # --curve wsd: the checkpoint just saved is where the decay begins
+            a.elapsed_saved_s = a.elapsed_last_s if saved_elapsed_s is None else saved_elapsed_s
+        if decay_start_tag:
             self.decay_start_checkpoints.append({"tag": decay_start_tag, "step": step, "elapsed_s": a.elapsed_last_s,
                                                  "budget_s": self.budget_s})
         a.end_wall = time.time()

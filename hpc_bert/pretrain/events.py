@@ -29,7 +29,7 @@ class EventLog:
         if not enabled:
             return
         os.makedirs(run_dir, exist_ok=True)
-        self._fh = open(os.path.join(run_dir, METRICS_NAME), "a", buffering=1)
+        self._fh = open(os.path.join(run_dir, METRICS_NAME), "ab", buffering=0)  # unbuffered: see _append
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -47,7 +47,7 @@ class EventLog:
             return
         record = {"event": event, "step": step, "elapsed_s": round(elapsed_s, 6),
                   "progress": round(budget_progress(elapsed_s, self.budget_s), 9), "wall": time.time(), **fields}
-        self._fh.write(json.dumps(record) + "\n")
+        self._append((json.dumps(record) + "\n").encode())
         if self._tb is not None:
             hours = elapsed_s / 3600.0
             for key in ("loss", "lr", "samples_per_s", "tokens_per_s", "tokens_seen", "mfu", "val_loss"):
@@ -63,6 +63,18 @@ class EventLog:
             if record.get("loss") is not None:
                 self._bar.set_postfix(loss=f"{record['loss']:.3f}", step=step, refresh=False)
             self._bar.refresh()
+
+    def _append(self, line: bytes) -> None:
+        """One whole line or nothing: a write that fails part way (a full disk) is cut back off,
+        so the file never holds a torn line that the next one would run into."""
+        size = self._fh.seek(0, os.SEEK_END)
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[self._fh.write(view):]
+        except OSError:
+            os.ftruncate(self._fh.fileno(), size)
+            raise
 
     def stopping(self, step: int, elapsed_s: float, reason: str, cause: str) -> None:
         """The allocation ends early (signal or deadline) and will be requeued: recorded before the save."""

@@ -7,16 +7,24 @@ in the middle of saving the training checkpoint of step N (files written, not ye
 in the middle of the N-th ledger write of this process (temp file written, not yet renamed).
 Naming a point twice (``term@step:5,term@step:5``) sends the signals back to back, as a
 scheduler that repeats itself does. The signal goes through the same handlers as one from
-SLURM; ``kill`` is SIGKILL, a crash. Each point fires at most once per process. Unset, this
-costs one dict lookup per event.
+SLURM; ``kill`` is SIGKILL, a crash; ``stop`` is SIGSTOP, a rank frozen outright. Two faults
+are not signals: ``hang`` blocks the process there for good (a deadlock the hang watchdog must
+end), ``enospc`` raises "No space left on device" there (a disk that fills mid-write). Each
+point fires at most once per process, on rank ``HPC_BERT_FAULTS_RANK`` (default 0). Unset,
+this costs one dict lookup per event.
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import threading
 
 ENV = "HPC_BERT_FAULTS"
-SIGNALS = {"usr2": signal.SIGUSR2, "term": signal.SIGTERM, "int": signal.SIGINT, "kill": signal.SIGKILL}
+RANK_ENV = "HPC_BERT_FAULTS_RANK"
+HANG, ENOSPC = "hang", "enospc"
+SIGNALS = {"usr2": signal.SIGUSR2, "term": signal.SIGTERM, "int": signal.SIGINT, "kill": signal.SIGKILL,
+           "stop": signal.SIGSTOP, HANG: HANG, ENOSPC: ENOSPC}
 POINTS = ("step", "validation", "marker", "save", "ledger")
 
 
@@ -36,6 +44,11 @@ _PENDING = _parse(os.environ.get(ENV, ""))
 
 def at(where: str, n: int) -> None:
     signals = _PENDING.pop((where, n), None)
-    if signals and int(os.environ.get("RANK", "0")) == 0:
+    if signals and os.environ.get("RANK", "0") == os.environ.get(RANK_ENV, "0"):
         for sig in signals:
-            os.kill(os.getpid(), sig)
+            if sig == HANG:
+                threading.Event().wait()  # forever; interruptible by the watchdog's alarm
+            elif sig == ENOSPC:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            else:
+                os.kill(os.getpid(), sig)

@@ -14,6 +14,7 @@ when stopped early by a signal or the allocation deadline and a requeue should c
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 
@@ -24,27 +25,30 @@ from hpc_bert.data.loader import PretrainingDataLoader, check_dataset, sample_id
 from hpc_bert.data.tokenizer import load_tokenizer
 from hpc_bert.pretrain import faults
 from hpc_bert.pretrain import budget_change, schedule
-from hpc_bert.pretrain.checkpoint import (find_latest, load_training_checkpoint, rng_state,
-                                 save_finetune_checkpoint, save_training_checkpoint, set_rng_state,
-                                 finetune_checkpoint_exists, check_free_space, checkpoint_bytes,
+from hpc_bert.pretrain.async_save import AsyncCheckpointer
+from hpc_bert.pretrain.checkpoint import (find_latest, load_training_checkpoint, set_rng_state,
+                                 check_free_space, checkpoint_bytes,
                                  complete_checkpoints, read_meta)
+from hpc_bert.pretrain.fault_end import run_guarded
+from hpc_bert.pretrain.saving import SaveActions
+from hpc_bert.pretrain.watchdog import HangWatchdog
 from hpc_bert.pretrain.clock import BudgetClock, Ledger, deadline_margin_s
 from hpc_bert.pretrain.elastic import accumulation_steps, fresh_rng_state
 from hpc_bert.pretrain.engine import accumulate, deepspeed_config, initialize_engine
 from hpc_bert.config.flags import flat_dict
 from hpc_bert.pretrain.distributed import (StopCode, StopFlag, agree_step, all_agree_max, all_sum, barrier,
                                            init_distributed, peer_lost, shutdown)
-from hpc_bert.runenv import allocation_end, dist_env, preempt_grace_s
+from hpc_bert.runenv import allocation_end, dist_env, job_id, preempt_grace_s
 from hpc_bert.pretrain.step_decision import Agreed, Decision, TrainState, after_validation, decide
 from hpc_bert.end_reason import EndReason
 from hpc_bert.errors import UserError
 from hpc_bert.pretrain.events import EventLog
 from hpc_bert.pretrain.throughput import throughput_for
-from hpc_bert.layout import FINAL_NAME, marker_name
+from hpc_bert.layout import FINAL_NAME
 from hpc_bert.model.bert import MaskedLM, build_hf_model, count_parameters, padded_vocab_size
 from hpc_bert.model.compile import prepare_compiled, use_compile
 from hpc_bert.model.optim import build_optimizer
-from hpc_bert.pretrain.startup import PROCESS_START, SHAPE_FIELDS, check_resume_compatible, document_sep_id
+from hpc_bert.pretrain.startup import PROCESS_START, check_resume_compatible, document_sep_id
 from hpc_bert.runlock import RunLock
 
 
@@ -107,15 +111,15 @@ def run_training(cfg) -> int:
             return 0
         if lock is not None and lock.took_over:
             log(rank, f"took over the stale lock of pid {lock.took_over.get('pid')} on {lock.took_over.get('host')}")
-        return _Allocation(cfg, denv, tokenizer, vocab_size, accum, resume, ledger, PretrainingDataLoader,
-                           info).run()
+        return run_guarded(AllocationRun(cfg, denv, tokenizer, vocab_size, accum, resume, ledger,
+                                       PretrainingDataLoader, info))
     finally:  # every exit path, errors included, ends the process group (see shutdown)
         shutdown()
         if lock is not None:
             lock.release()
 
 
-class _Allocation:
+class AllocationRun(SaveActions):
     """One allocation's training: set up before the clock, then the loop (see ``run``).
 
     Holds what the loop's actions share (engine, loader, clock, events, state); each action
@@ -169,6 +173,9 @@ class _Allocation:
         self.stop = StopFlag().install()
         self.deadline_end = allocation_end()
         self.save_s, self.step_s = 0.0, 0.0  # measured: they size the safety margin before the deadline
+        self.saver = AsyncCheckpointer(run_dir, rank, world, cfg.checkpoint.keep_checkpoints)
+        self.watchdog = HangWatchdog(run_dir, rank, job_id() or f"pid-{os.getpid()}", rt.hang_timeout_s)
+        self.decay_start_step = None  # --curve wsd: the step whose checkpoint is the decay start
         startup_s = time.time() - PROCESS_START
         self.ledger = self.open_ledger(ledger, resume, startup_s) if rank == 0 else None
         self._announce(meta, startup_s)
@@ -207,8 +214,8 @@ class _Allocation:
         try:
             return self.loop()
         except RuntimeError as e:
-            if not peer_lost(e, self.world):
-                raise
+            if self.watchdog.expired() or not peer_lost(e, self.world):
+                raise  # a hang ends in fault_end.run_guarded
             return self.lost_peer(e)
 
     def loop(self) -> int:
@@ -223,6 +230,8 @@ class _Allocation:
             code, elapsed, nonfinite = agree_step(self.stop_code(), clock.elapsed(), loss_sum, self.device)
             if loss_sum is not None:
                 self.step_s = time.monotonic() - t_step  # the agreement waited for the step to finish
+            self.saved(self.saver.poll())
+            self.watchdog.step_boundary(self.step_s if loss_sum is not None else 0.0)
             agreed = Agreed(StopCode(code), elapsed, nonfinite, epochs_ended)
             # decide: a pure function of the agreed values, the config and the state
             d = decide(agreed, self.cfg, state, self.wsd)
@@ -334,56 +343,10 @@ class _Allocation:
 
     def validate(self, epoch: int, elapsed: float) -> None:
         state = self.state
-        with self.clock.phase("validation"):
+        with self.phase("validation"):
             state.last_val_loss = validate(self.engine, self.val_batches, self.device, epoch)
         state.validations_done.append(epoch)
         self.events.emit("validation", state.step, elapsed, val_loss=state.last_val_loss, lr=self.lr, epoch=epoch)
-
-    def save_marker(self, m: float, elapsed: float) -> None:
-        state = self.state
-        self.save_hf(marker_name(m), {"marker": m})
-        state.markers_done.append(m)
-        self.events.emit("marker", state.step, elapsed, marker=m, lr=self.lr)
-        faults.at("marker", len(state.markers_done))
-
-    def snapshot_meta(self) -> dict:
-        cfg, state = self.cfg, self.state
-        return {"step": state.step, "train_state": dataclasses.asdict(state), "budget_s": cfg.schedule.budget_s,
-                **({"wsd": self.wsd.to_dict()} if self.wsd else {}),
-                "world_size": self.world, "vocab_size": self.vocab_size, "config": flat_dict(cfg),
-                "model_shape": {f: getattr(cfg.model, f) for f in SHAPE_FIELDS}}
-
-    def count_tokens(self) -> None:
-        """Add the ranks' real tokens not yet counted to tokens_seen (an all-reduce: every rank calls it)."""
-        (tokens,) = all_sum([self.throughput.take_pending()], self.device)
-        self.state.tokens_seen += int(tokens)
-
-    def save_checkpoint(self, why: str, agreed_elapsed: float, decay_start: bool = False) -> None:
-        state, clock = self.state, self.clock
-        t0 = time.monotonic()
-        self.count_tokens()  # the checkpoint's tokens_seen is exact, so a resumed run continues it
-        with clock.phase("checkpoint"):
-            state.last_checkpoint_elapsed_s, state.last_checkpoint_epoch = agreed_elapsed, state.epochs_done
-            if decay_start:  # the state of any longer run here: kept by the rotation, found by an extension
-                state.decay_start_s = self.wsd.decay_start_s
-            meta = {**self.snapshot_meta(), **({"pinned": budget_change.PINNED} if decay_start else {})}
-            tag = save_training_checkpoint(self.engine, self.run_dir, self.rank, state.step, meta,
-                                           {"rng": rng_state(), "loader": self.loader.state_dict()},
-                                           self.cfg.checkpoint.keep_checkpoints, clock.elapsed)
-        self.save_s = time.monotonic() - t0
-        self.events.emit("checkpoint", state.step, clock.elapsed(), tag=tag, reason=why, seconds=round(self.save_s, 3))
-        if self.rank == 0:
-            self.ledger.heartbeat(clock, state.step, saved=True, decay_start_tag=tag if decay_start else None)
-
-    def save_hf(self, name: str, extra: dict) -> None:
-        clock = self.clock
-        if self.rank == 0 and not finetune_checkpoint_exists(self.run_dir, name):
-            with clock.phase("checkpoint"):
-                path = save_finetune_checkpoint(self.engine.module.hf_model, self.tokenizer, self.run_dir, name,
-                                                {"step": self.state.step, "elapsed_s": clock.elapsed(),
-                                                 "progress": clock.progress(), **extra})
-            self.events.emit("finetune_checkpoint", self.state.step, clock.elapsed(), name=name, path=path, **extra)
-        barrier()
 
     # ---- the end of this allocation ------------------------------------------------------------
     def lost_peer(self, e: RuntimeError) -> int:
@@ -400,6 +363,8 @@ class _Allocation:
 
     def finish(self, d: Decision) -> int:
         state, clock, reason = self.state, self.clock, d.stop
+        with self.phase("checkpoint"):
+            self.finish_background_save()  # a stop without a save (a diverged loss) still completes it
         finished = reason.finished
         if finished and self.cfg.schedule.finetune_checkpoint_at_end:
             self.save_hf(FINAL_NAME, {"reason": reason})
