@@ -88,7 +88,7 @@ def majority_class(dev_tsv: str) -> float:
 def what_pretraining_bought(run_dir: str) -> str:
     """The closing line: the table's pretrained (final) and random-init SST-2 scores, as measured."""
     with open(os.path.join(run_dir, GLUE_TABLE_CSV)) as fh:
-        scores = {row["checkpoint"]: row["SST-2"] for row in csv.DictReader(fh)}
+        scores = {row["checkpoint"]: f"{float(row['SST-2']):.1f}" if row["SST-2"] else "-" for row in csv.DictReader(fh)}
     majority = 100 * majority_class(os.path.join(GLUE_DATA, "SST-2", "dev.tsv"))
     return (f"pretrained {scores.get(FINAL_NAME, '-')} vs random init {scores.get(RANDOM_INIT, '-')} "
             f"(SST-2 dev accuracy, median over seeds; the majority class scores {majority:.1f})")

@@ -42,6 +42,6 @@ def test_closing_line_reads_the_table_as_measured(tmp_path, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()
     (run / "glue_results.csv").write_text("checkpoint,budget_fraction,SST-2,glue_avg\nmarker_0.5,0.5,55.0,55.0\n"
-                                          "final,1,61.25,61.25\nrandom_init,,58.5,58.5\n")
+                                          "final,1,61.300,61.300\nrandom_init,,58.510,58.510\n")
     line = what_pretraining_bought(str(run))
-    assert line.startswith("pretrained 61.25 vs random init 58.5 ") and "majority class scores 60.0" in line
+    assert line.startswith("pretrained 61.3 vs random init 58.5 ") and "majority class scores 60.0" in line

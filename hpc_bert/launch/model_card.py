@@ -56,8 +56,8 @@ def _training(events: list[dict]) -> list[str]:
     lines = ["## Hardware and training", "", f"- hardware: {'; '.join(devices) or 'not recorded'}"]
     lines.append(f"- tokens seen: {max(seen)} (real tokens, padding excluded)" if seen else
                  "- tokens seen: not recorded")
-    if train:
-        lines.append(f"- optimizer steps: {train[-1]['step']}")
+    if events:
+        lines.append(f"- optimizer steps: {max(e['step'] for e in events)}")
     mfus = [e["mfu"] for e in train if e.get("mfu") is not None]
     if mfus:
         lines.append(f"- MFU (last train event): {mfus[-1]:.1%}")
