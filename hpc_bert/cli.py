@@ -9,6 +9,7 @@ import sys
 # so ``hpc-bert status`` starts as light as ``python -m hpc_bert.status``
 COMMANDS = {
     "submit": ("hpc_bert.launch.submit", "submit pretraining + GLUE array + aggregation (slurm or local)"),
+    "sweep": ("hpc_bert.launch.sweep", "many budgeted runs as one job array, GLUE per member, one leaderboard"),
     "train": ("hpc_bert.pretrain.cli", "pretrain (one allocation; resumes from the run dir)"),
     "status": ("hpc_bert.launch.status", "render a run dir's ledger, events, throughput and results"),
     "data": ("hpc_bert.data.cli", "fetch corpora, shard, make masked samples (HDF5)"),
