@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from typing import Any, Callable, Iterator
 
@@ -90,3 +91,20 @@ def remove_stale_temps(path: str) -> int:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(folder, n))
     return len(stale)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str) -> Iterator[str]:
+    """Yield a fresh temp folder path beside ``path`` (not yet created: the writer makes it); on
+    success it replaces ``path`` (whatever was there goes), on any error it is removed and
+    ``path`` is untouched. A reader never sees a half-written folder under ``path``."""
+    tmp = path.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a writer that was killed
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(path, ignore_errors=True)
+    os.rename(tmp, path)
+    fsync_path(os.path.dirname(os.path.abspath(path)))

@@ -1,6 +1,7 @@
 """Tiny, real inputs for trainer tests: a WordPiece vocab and ABB-layout HDF5 shards."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -111,3 +112,18 @@ def final_weights(run_dir) -> dict:
     tag = json.load(open(os.path.join(run_dir, "checkpoints", "latest.json")))["tag"]
     return torch.load(os.path.join(run_dir, "checkpoints", tag, "mp_rank_00_model_states.pt"),
                       weights_only=True)["module"]
+
+
+@contextlib.contextmanager
+def small_disk(path, size: int | str):
+    """A tmpfs of ``size`` mounted at ``path`` (a file system that fills up); unmounted afterwards.
+    Mounting needs root, as CI runs: skipped otherwise."""
+    import pytest
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)

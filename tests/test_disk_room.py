@@ -1,13 +1,12 @@
 """submit checks that the run dir's file system holds keep-k + 1 training checkpoints of the model's
 real size plus the fine-tune checkpoints, and says in one line what is missing."""
-import os
-import subprocess
 
 import pytest
 
 from hpc_bert.errors import UserError
 from hpc_bert.launch.disk_room import check_disk_room, room_needed
 from hpc_bert.pretrain.checkpoint import checkpoint_bytes
+from pretrain_fixtures import small_disk
 from test_submit import submit
 
 
@@ -29,17 +28,10 @@ def test_room_is_keep_plus_one_checkpoints_and_the_fine_tune_ones_less_what_is_w
 
 
 def test_submit_refuses_a_file_system_too_small_before_submitting(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
-    try:
+    with small_disk(tmp_path / "disk", "1m") as disk:
         r = submit(["--cluster", "local", "--budget", "1", "--run_dir", str(disk / "run"), "--vocab_size", "30528",
                     "--dataset_path", str(tmp_path)])
         assert r.returncode == 2, r.stdout + r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and f"{disk} has 0.00 GiB free but the run needs" in lines[0], r.stderr
         assert not (disk / "run").exists()
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)

@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GOLDEN = os.path.join(REPO, "tests", "golden", "submit_dry_run.txt")
+from golden_files import REPO, matches_golden, normalized, run_command  # noqa: F401  (normalized: for other tests)
+
+GOLDEN = "submit_dry_run.txt"
 # the headline command: no --config on SLURM is the paper's recipe
 DRY = ["--cluster", "slurm", "--dry_run", "--budget", "24",
        "--glue", "configs/glue/paper.yaml", "--run_dir", "runs/golden", "--partition", "gpu",
@@ -14,21 +15,13 @@ DRY = ["--cluster", "slurm", "--dry_run", "--budget", "24",
 
 
 def submit(args, **kw):
-    return subprocess.run([sys.executable, "-m", "hpc_bert.submit", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, **kw)
-
-
-def normalized(text: str) -> str:
-    return text.replace(sys.executable, "{PYTHON}").replace(REPO, "{REPO}")
+    return run_command("hpc_bert.submit", args, **kw)
 
 
 def test_dry_run_scripts_match_golden_file():
     r = submit(DRY)
     assert r.returncode == 0, r.stderr
-    got = normalized(r.stdout)
-    if os.environ.get("HPC_BERT_UPDATE_GOLDEN"):
-        open(GOLDEN, "w").write(got)
-    assert got == open(GOLDEN).read()
+    matches_golden(r.stdout, GOLDEN)
     assert not os.path.exists(os.path.join(REPO, "runs", "golden"))  # a dry run writes nothing
 
 
@@ -38,7 +31,7 @@ def test_dry_run_needs_no_slurm_on_the_machine():
                            if not any(os.path.exists(os.path.join(d, t)) for t in ("srun", "sbatch")))
     r = submit(DRY, env={**os.environ, "PATH": path})
     assert r.returncode == 0, r.stderr
-    assert normalized(r.stdout) == open(GOLDEN).read()
+    matches_golden(r.stdout, GOLDEN)
 
 
 def test_dry_run_key_settings():

@@ -1,12 +1,11 @@
 """Site options on submit (--slurm_additional, --glue_slurm_additional, --setup): the scripts they
 give (a second golden file) and the one-line refusals before anything is submitted."""
-import os
 
 import pytest
 
-from test_submit import DRY, REPO, normalized, submit
+from golden_files import matches_golden
+from test_submit import DRY, submit
 
-GOLDEN = os.path.join(REPO, "tests", "golden", "submit_dry_run_site_options.txt")
 SITE = ["--slurm_additional", "constraint=a100", "--slurm_additional", "exclusive",
         "--slurm_additional", "gres=gpu:a100:8", "--slurm_additional", "reservation=bert",
         "--slurm_additional", "mail-type=END", "--setup", "module load cuda/12.4",
@@ -22,10 +21,7 @@ def sections(out: str) -> tuple[str, str, str]:
 def test_site_options_dry_run_matches_golden_file():
     r = submit(DRY + SITE)
     assert r.returncode == 0, r.stderr
-    got = normalized(r.stdout)
-    if os.environ.get("HPC_BERT_UPDATE_GOLDEN"):
-        open(GOLDEN, "w").write(got)
-    assert got == open(GOLDEN).read()
+    matches_golden(r.stdout, "submit_dry_run_site_options.txt")
 
 
 def test_site_options_reach_every_job_and_glue_overrides():

@@ -1,15 +1,12 @@
 """python -m hpc_bert.sweep without a cluster: the dry run (golden file), member names, bad input."""
 import os
-import subprocess
-import sys
 
 import pytest
 
 from hpc_bert.launch import sweep
 from hpc_bert.launch.sweep_grid import flag_value, load, member_name
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GOLDEN = os.path.join(REPO, "tests", "golden", "sweep_dry_run.txt")
+from golden_files import REPO, matches_golden, run_command
 DRY = ["--cluster", "slurm", "--dry_run", "--budget", "24", "--grid", "configs/sweep/paper-lr-batch.yaml",
        "--sweep_dir", "runs/golden-sweep", "--glue", "configs/glue/paper.yaml", "--partition", "gpu",
        "--gpus_per_node", "8", "--allocation_hours", "4", "--array_parallelism", "3",
@@ -17,21 +14,13 @@ DRY = ["--cluster", "slurm", "--dry_run", "--budget", "24", "--grid", "configs/s
 
 
 def run_sweep(args, **kw):
-    return subprocess.run([sys.executable, "-m", "hpc_bert.sweep", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=180, **kw)
-
-
-def normalized(text: str) -> str:
-    return text.replace(sys.executable, "{PYTHON}").replace(REPO, "{REPO}")
+    return run_command("hpc_bert.sweep", args, timeout=180, **kw)
 
 
 def test_dry_run_of_the_paper_grid_matches_golden_file():
     r = run_sweep(DRY)
     assert r.returncode == 0, r.stderr
-    got = normalized(r.stdout)
-    if os.environ.get("HPC_BERT_UPDATE_GOLDEN"):
-        open(GOLDEN, "w").write(got)
-    assert got == open(GOLDEN).read()
+    got = matches_golden(r.stdout, "sweep_dry_run.txt")
     assert not os.path.exists(os.path.join(REPO, "runs", "golden-sweep"))  # a dry run writes nothing
     # what the golden file pins, said in words: 6 members (3 lr x 2 batch sizes), 3 at once, one array
     assert "#SBATCH --array=0-5%3" in got and "lr5e-4_bs4096" in got and "lr2e-3_bs8192" in got

@@ -8,7 +8,7 @@ import pytest
 
 from hpc_bert.config.pretrain import ModelConfig
 from hpc_bert.launch.status import main as status_main, render
-from hpc_bert.launch.throughput import allocation_throughput
+from hpc_bert.launch.throughput_report import allocation_throughput
 from hpc_bert.pretrain.clock import Ledger
 from hpc_bert.layout import read_events
 from hpc_bert.model.flops import mfu, peak_tflops_for, training_flops_per_token

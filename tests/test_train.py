@@ -13,7 +13,7 @@ import torch
 
 from hpc_bert.pretrain.clock import Ledger
 from hpc_bert.pretrain.events import read_events
-from pretrain_fixtures import final_weights, simulated_flags, tiny_flags, train
+from pretrain_fixtures import final_weights, simulated_flags, small_disk, tiny_flags, train
 
 pytestmark = pytest.mark.slow
 
@@ -304,17 +304,9 @@ def test_compile_on_cpu_resumes_bit_for_bit(tmp_path, inputs):
 
 
 def test_no_space_for_a_checkpoint_is_one_clear_line(tmp_path, inputs):
-    import subprocess
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tiny tmpfs needs root (CI runs as root)")
-    small = tmp_path / "small_disk"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], check=True)
-    try:
+    with small_disk(tmp_path / "small_disk", "64k") as small:
         r = train(flags(small / "run", inputs))
         assert r.returncode == 2, r.stderr[-3000:]
         last = r.stderr.strip().splitlines()[-1]
         assert "not enough space for a checkpoint" in last and "--output_dir" in last
         assert not (small / "run" / "checkpoints").exists()
-    finally:
-        subprocess.run(["umount", str(small)], check=True)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 
 import torch
 from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
+from hpc_bert.atomic import atomic_folder
 from hpc_bert.errors import UserError, exit_on_user_error
 
 
@@ -21,12 +21,9 @@ def save_random_init(checkpoint: str, output: str, seed: int = 0) -> str:
                         "e.g. RUN_DIR/finetune_checkpoints/final")
     torch.manual_seed(seed)
     model = AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(checkpoint))
-    tmp = output.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(checkpoint).save_pretrained(tmp)
-    shutil.rmtree(output, ignore_errors=True)
-    os.rename(tmp, output)
+    with atomic_folder(output) as tmp:
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(checkpoint).save_pretrained(tmp)
     return output
 
 

@@ -23,13 +23,14 @@ from hpc_bert.layout import CHAIN_FILE
 WAIT_S = 900  # the trainer needs one checkpoint save (the signal lead allows 3x the measured save)
 
 
-def _run_dir(argv: list[str]) -> str:
+def cancel_target(argv: list[str], usage: str) -> str:
+    """The folder ``--cancel DIR`` (or ``--cancel=DIR``) names; ``usage`` completes the refusal."""
     for i, a in enumerate(argv):
         if a.startswith("--cancel="):
             return a.split("=", 1)[1]
         if a == "--cancel" and i + 1 < len(argv):
             return argv[i + 1]
-    raise UserError("--cancel needs the run dir: python -m hpc_bert.submit --cancel RUN_DIR")
+    raise UserError(f"--cancel needs {usage}")
 
 
 def cancel_requested(run_dir: str) -> bool:
@@ -45,7 +46,7 @@ def _scancel(*args: str) -> None:
 
 
 def cancel_chain(argv: list[str]) -> int:
-    run_dir = _run_dir(argv)
+    run_dir = cancel_target(argv, "the run dir: python -m hpc_bert.submit --cancel RUN_DIR")
     chain = read_chain(run_dir)
     if chain is None:
         raise UserError(f"{run_dir} has no {CHAIN_FILE}: no chain was submitted to SLURM from this run dir "

@@ -11,7 +11,7 @@ import os
 import shutil
 import sys
 
-from hpc_bert.atomic import write_text_atomic
+from hpc_bert.atomic import atomic_folder, write_text_atomic
 from hpc_bert.errors import UserError, exit_on_user_error
 from hpc_bert.launch.model_card import model_card
 from hpc_bert.layout import FINAL_NAME, FINETUNE_DIR, FINETUNE_META, read_events
@@ -52,13 +52,9 @@ def export(run_dir: str, checkpoint: str, output: str, license_id: str = "apache
     latest = find_latest(run_dir) or {}
     card = model_card(run_dir, checkpoint, meta, latest.get("config", {}), hf_config, read_events(run_dir),
                       license_id, language)
-    tmp = output.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-    write_text_atomic(os.path.join(tmp, "README.md"), card)
-    if os.path.isdir(output):
-        os.rmdir(output)  # empty (checked above)
-    os.rename(tmp, output)
+    with atomic_folder(output) as tmp:  # output is new or empty (checked above)
+        shutil.copytree(source, tmp)
+        write_text_atomic(os.path.join(tmp, "README.md"), card)
     return output
 
 

@@ -36,7 +36,8 @@ def _budget(ledger: Ledger | None) -> list[str]:
     lines = ["## Budget and how it was spent", "",
              f"Budget {ledger.budget_s / 3600:g} h of training time; spent {t['elapsed_s'] / 3600:.3f} h "
              f"({t['progress']:.1%}) in {t['allocations']} allocation{'s' * (t['allocations'] != 1)} "
-             f"({t['requeues']} requeue{'s' * (t['requeues'] != 1)}); "
+             f"({t['requeues']} requeue{'s' * (t['requeues'] != 1)} by the scheduler, {t['resubmissions']} "
+             f"resubmission{'s' * (t['resubmissions'] != 1)}); "
              + ("finished." if t["done"] else "not finished."),
              "", f"Wall seconds: train {t['train_s']:.1f}, validation {t['validation_s']:.1f}, checkpoint "
                  f"{t['checkpoint_s']:.1f}; overhead: startup {t['startup_s']:.1f}, lost {t['lost_s']:.1f} "

@@ -18,7 +18,7 @@ from hpc_bert.pretrain.clock import Ledger
 from hpc_bert.end_reason import EndReason
 from hpc_bert.errors import UserError, exit_on_user_error
 from hpc_bert.launch import leaderboard, queue
-from hpc_bert.launch.throughput import throughput_lines, throughput_panel
+from hpc_bert.launch.throughput_report import throughput_lines, throughput_panel
 from hpc_bert.layout import FINETUNE_DIR, GLUE_DIR, GLUE_RESULTS, GLUE_TABLE_MD, LEDGER_NAME, read_events
 
 

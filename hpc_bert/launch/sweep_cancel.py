@@ -14,22 +14,13 @@ import time
 from hpc_bert.atomic import write_json_atomic
 from hpc_bert.errors import UserError
 from hpc_bert.launch import leaderboard
-from hpc_bert.launch.cancel import cancel_chain
+from hpc_bert.launch.cancel import cancel_chain, cancel_target
 from hpc_bert.launch.queue import read_chain
 from hpc_bert.layout import SWEEP_FILE
 
 
-def _sweep_dir(argv: list[str]) -> str:
-    for i, a in enumerate(argv):
-        if a.startswith("--cancel="):
-            return a.split("=", 1)[1]
-        if a == "--cancel" and i + 1 < len(argv):
-            return argv[i + 1]
-    raise UserError("--cancel needs the sweep dir: python -m hpc_bert.sweep --cancel SWEEP_DIR")
-
-
 def cancel_sweep(argv: list[str]) -> int:
-    sweep_dir = _sweep_dir(argv)
+    sweep_dir = cancel_target(argv, "the sweep dir: python -m hpc_bert.sweep --cancel SWEEP_DIR")
     record = leaderboard.read_sweep(sweep_dir)
     if record is None:
         raise UserError(f"{sweep_dir} has no {SWEEP_FILE}: pass the --sweep_dir of a submitted sweep")

@@ -101,7 +101,7 @@ def run_training(cfg) -> int:
         ledger = Ledger.load(run_dir) if rank == 0 else None
         meta, resume = find_latest(run_dir), None
         if meta is not None:
-            check_resume_compatible(meta, cfg, vocab_size, world)
+            check_resume_compatible(meta, cfg, vocab_size)
             # the budget may have changed: which checkpoint, which LR plan (or a one-line refusal)
             metas = [read_meta(run_dir, t) for t in complete_checkpoints(run_dir)]
             resume = budget_change.decide(meta, metas, cfg)

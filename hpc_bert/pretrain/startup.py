@@ -23,7 +23,7 @@ SHAPE_FIELDS = ("encoder_ln_mode", "hidden_size", "num_hidden_layers", "num_atte
                 "intermediate_size", "max_position_embeddings", "hidden_act")
 
 
-def check_resume_compatible(meta: dict, cfg, vocab_size: int, world_size: int) -> None:
+def check_resume_compatible(meta: dict, cfg, vocab_size: int) -> None:
     """Refuse, with one line, to resume a checkpoint under a config it cannot continue."""
     where = meta.get("tag", "the checkpoint")
     old_shape, new_shape = meta["model_shape"], {f: getattr(cfg.model, f) for f in SHAPE_FIELDS}
