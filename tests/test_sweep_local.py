@@ -14,10 +14,12 @@ from test_submit_slurm import inputs, pretrain_flags  # noqa: F401
 pytestmark = pytest.mark.slow
 
 
-def without(flags: list[str], name: str) -> list[str]:
-    """The flags minus one (an axis of the grid may not also be passed to every member)."""
-    i = flags.index(f"--{name}")
-    return flags[:i] + flags[i + 2:]
+def without(flags: list[str], *names: str) -> list[str]:
+    """The flags minus some (an axis of the grid, or the grid's base config, may not also go to every member)."""
+    for name in names:
+        i = flags.index(f"--{name}")
+        flags = flags[:i] + flags[i + 2:]
+    return flags
 
 
 def run_sweep(args):
@@ -33,7 +35,7 @@ def test_local_sweep_of_two_members_end_to_end(inputs, tmp_path):  # noqa: F811
     glue.write_text(open(inputs["grid"]).read().replace("seeds: [1, 2]", "seeds: [1]"))
     sweep_dir = tmp_path / "sweep"
     args = ["--cluster", "local", "--budget", "0.004", "--allocation_hours", "0.1", "--grid", str(grid),
-            "--sweep_dir", str(sweep_dir), "--glue", str(glue), *without(pretrain_flags(inputs), "lr")]
+            "--sweep_dir", str(sweep_dir), "--glue", str(glue), *without(pretrain_flags(inputs), "lr", "config")]
     r = run_sweep(args)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for name in ("lr3e-3", "lr1e-3"):

@@ -49,7 +49,7 @@ def test_sweep_preempted_task_requeued_alone_failed_member_glue_cancelled(slurm_
     r = run("hpc_bert.sweep", "--cluster", "slurm", "--budget", "0.025", "--allocation_hours", "0.1",
             "--grid", str(grid), "--sweep_dir", str(sweep_dir), "--glue", str(glue), "--partition", "debug",
             "--cpus_per_task", "1", "--slurm_additional", "exclusive", "--glue_slurm_additional", "exclusive=",
-            "--finetune_time_markers", "0.5", *without(pretrain_flags(inputs), "lr"))
+            "--finetune_time_markers", "0.5", *without(pretrain_flags(inputs), "lr", "config"))
     assert r.returncode == 0, r.stdout + r.stderr
     record = json.load(open(sweep_dir / "sweep.json"))
     members = [m["run_dir"] for m in record["members"]]
@@ -111,13 +111,13 @@ def test_sweep_preempted_task_requeued_alone_failed_member_glue_cancelled(slurm_
     again = run("hpc_bert.sweep", "--cluster", "slurm", "--budget", "0.025", "--allocation_hours", "0.1",
                 "--grid", str(grid), "--sweep_dir", str(sweep_dir), "--glue", str(glue), "--partition", "debug",
                 "--cpus_per_task", "1", "--finetune_time_markers", "0.5", "--dry_run",
-                *without(pretrain_flags(inputs), "lr"))
+                *without(pretrain_flags(inputs), "lr", "config"))
     assert again.returncode == 0, again.stderr
     assert f"not rerun: {names[0]} (done), {names[1]} (failed), {names[2]} (done); pass --retry_failed" in again.stdout
     retry = run("hpc_bert.sweep", "--cluster", "slurm", "--budget", "0.025", "--allocation_hours", "0.1",
                 "--grid", str(grid), "--sweep_dir", str(sweep_dir), "--glue", str(glue), "--partition", "debug",
                 "--cpus_per_task", "1", "--finetune_time_markers", "0.5", "--dry_run", "--retry_failed",
-                *without(pretrain_flags(inputs), "lr"))
+                *without(pretrain_flags(inputs), "lr", "config"))
     assert retry.returncode == 0 and f"not rerun: {names[0]} (done), {names[2]} (done)\n" in retry.stdout
     assert "#### pretraining array: 1 member, task i" in retry.stdout  # only the failed member would run again
     assert len(Ledger.load(one).allocations) == len(led1.allocations)  # a dry run changed nothing
@@ -130,7 +130,7 @@ def test_sweep_cancel_saves_every_member_then_the_same_command_continues(slurm_c
     sweep_dir = tmp_path / "sweep"
     args = ["--cluster", "slurm", "--budget", "0.02", "--allocation_hours", "0.1", "--grid", str(grid),
             "--sweep_dir", str(sweep_dir), "--partition", "debug", "--cpus_per_task", "1",
-            *without(pretrain_flags(inputs), "lr")]
+            *without(pretrain_flags(inputs), "lr", "config")]
     r = run("hpc_bert.sweep", *args)
     assert r.returncode == 0, r.stdout + r.stderr
     record = json.load(open(sweep_dir / "sweep.json"))

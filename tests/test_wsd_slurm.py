@@ -79,7 +79,8 @@ def test_running_wsd_chain_extended_by_budget_alone(slurm_cluster, inputs, tmp_p
     second = job_ids(r.stdout)["pretrain"]
     led = wait_until(lambda: ledger_done(run), 400, "the extended budget to be spent", interval=2)
     assert led.budget_s == pytest.approx(108.0)
-    assert led.allocations[0].job_id == first and led.allocations[0].end_reason == "timeout"
+    # the budget change stopped the first chain as submit --cancel does, and the ledger says so
+    assert led.allocations[0].job_id == first and led.allocations[0].end_reason == "cancelled"
     assert led.allocations[-1].job_id == second and led.current.end_reason == "budget_done"
     assert led.current.elapsed_last_s >= 108.0
     (change,) = led.budget_changes
