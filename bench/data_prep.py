@@ -11,6 +11,7 @@ One run prints:
 
     python bench/data_prep.py                         # 200 MB and 2 GB
     python bench/data_prep.py --sizes_mb 50,500 --keep
+    python bench/data_prep.py --long_tail 7           # text where one word in seven is rare
 
 Goals: RSS at 2 GB <= 1.5 GB and within 20% of the 200 MB figure; >= 5 MB/s per
 core; >= 99% real tokens.
@@ -37,6 +38,7 @@ sys.path.insert(0, REPO)
 
 from hpc_bert.data.config import SampleConfig, default_workers  # noqa: E402
 from hpc_bert.data.corpus import split_sentences  # noqa: E402
+from hpc_bert.testing.synthetic import with_long_tail  # noqa: E402
 
 SOURCES = ("wiki", "sotu", "brown", "imdb")
 
@@ -82,13 +84,18 @@ def naive_samples(docs: list[str], tok, cfg: SampleConfig, out_path: str) -> int
     return n
 
 
-def build_corpus(corpus_dir: str, path: str, size_mb: float) -> float:
-    """Repeat the fetched corpora into ``path`` up to ``size_mb``; returns its MB."""
-    parts = [open(os.path.join(corpus_dir, f"{s}.txt"), "rb").read() for s in SOURCES]
+def build_corpus(corpus_dir: str, path: str, size_mb: float, long_tail: int = 0) -> float:
+    """Repeat the fetched corpora into ``path`` up to ``size_mb``; returns its MB. With ``long_tail``
+    N, one word in N of each repetition is a fresh rare word (a name, a number, a typo)."""
+    rng = random.Random(0)
+    texts = [open(os.path.join(corpus_dir, f"{s}.txt"), encoding="utf-8").read() for s in SOURCES]
     target, written = int(size_mb * 1e6), 0
     with open(path, "wb") as out:
         while written < target:
-            for part in parts:
+            for text in texts:
+                if long_tail:  # each repetition its own rare words
+                    text = "\n".join(with_long_tail(line, rng, long_tail) for line in text.split("\n"))
+                part = text.encode()
                 if written + len(part) > target:  # end on a whole document
                     part = part[:part.rfind(b"\n", 0, target - written) + 1]
                 out.write(part)
@@ -134,6 +141,8 @@ def main() -> None:
     parser.add_argument("--naive_mb", type=float, default=3.0, help="MB of text for the naive loop")
     parser.add_argument("--workdir", default=None, help="default: a temp folder under /tmp")
     parser.add_argument("--keep", action="store_true", help="keep the generated corpora and outputs")
+    parser.add_argument("--long_tail", type=int, default=0,
+                        help="N > 0: one word in N replaced by a rare one (names, numbers, typos)")
     args = parser.parse_args()
     sizes = [float(s) for s in args.sizes_mb.split(",")]
     workers = args.num_workers or default_workers()
@@ -147,7 +156,7 @@ def main() -> None:
         rows = []
         for size in sizes:
             corpus = os.path.join(work, f"corpus_{size:g}MB.txt")
-            mb = build_corpus(os.path.join(work, "corpus"), corpus, size)
+            mb = build_corpus(os.path.join(work, "corpus"), corpus, size, args.long_tail)
             out = os.path.join(work, f"out_{size:g}MB")
             cmd = [sys.executable, "-m", "hpc_bert.data", "prepare", "--input", corpus, "--output_dir", out,
                    "--tokenizer_name", vocab, "--max_seq_length", "128", "--dup_factor", "1",
@@ -163,9 +172,10 @@ def main() -> None:
         from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
         slow = BertTokenizerLegacy(vocab_file=vocab)
-        docs, chars = [], 0
+        docs, chars, rng = [], 0, random.Random(1)
         with open(os.path.join(work, "corpus", "sotu.txt"), encoding="utf-8") as fh:
             for line in fh:
+                line = with_long_tail(line, rng, args.long_tail) if args.long_tail else line
                 docs.append(line.strip())
                 chars += len(line.encode())
                 if chars >= args.naive_mb * 1e6:
@@ -177,8 +187,9 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
+    tail = f", one word in {args.long_tail} rare (names, numbers, typos)" if args.long_tail else ""
     print(f"python -m hpc_bert.data prepare, BERT vocab, seq 128, dup_factor 1, {workers} workers "
-          f"({os.cpu_count()} cores on the machine)")
+          f"({os.cpu_count()} cores on the machine){tail}")
     print(f"{'text MB':>8} {'seconds':>8} {'MB/s/core':>10} {'peak RSS MB':>12} {'real tokens':>12} {'samples':>10}")
     for mb, wall, rss, real, n in rows:
         print(f"{mb:8.0f} {wall:8.1f} {mb / wall / workers:10.2f} {rss:12.0f} {100 * real:11.2f}% {n:10d}")

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
 import pytest
 
 from hpc_bert.data.encoding import SentenceEncoder, word_by_word
 from hpc_bert.data.tokenizer import load_tokenizer, save_tokenizer, train_wordpiece
-from hpc_bert.testing.synthetic import synthetic_corpus
+from hpc_bert.testing.synthetic import synthetic_corpus, with_long_tail
 
 # what BERT's normaliser and pre-tokenizer treat specially, next to the cut points (space, ASCII punctuation)
 TRICKY = [["First Sentence HERE.", "And a second one!"], ["Only one."],
@@ -91,3 +92,19 @@ def test_other_tokenizer_kinds_are_encoded_sentence_by_sentence(tmp_path, docs):
     encoder = SentenceEncoder(json_text, tok.sep_token_id)
     assert encoder.pieces is None
     assert sentences_of(*encoder.encode(docs)) == rust_reference(tok, docs)
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_a_long_tail_of_rare_words_over_many_chunks_and_cache_resets(trained_vocab, lowercase):
+    """One word in three a made-up name, a number or a typo, mixed case and very long words, some
+    Unicode: each chunk's misses are encoded in one call, a small cache starts afresh many times,
+    and every chunk still gets the Rust tokenizer's ids (the marker pieces survive each reset)."""
+    rng = random.Random(7)
+    tok = load_tokenizer(trained_vocab, lowercase=lowercase)
+    encoder = SentenceEncoder(tok.backend_tokenizer.to_str(), tok.sep_token_id, cache_limit=64)
+    lines = [with_long_tail(doc, rng, every=3) for doc in synthetic_corpus(60, seed=9)]
+    lines += ["MiXeD CaSe " + "Zq" * 70 + " 00123 ÉTÉ naïve x9y8", "Ünïcode Drabez 中文 Drabez"]
+    for start in range(0, len(lines), 7):  # chunks of documents, as sample generation encodes them
+        chunk = [line.split(". ") for line in lines[start:start + 7]] + [[]]  # an empty document too
+        assert sentences_of(*encoder.encode(chunk)) == rust_reference(tok, chunk)
+        assert len(encoder.pieces) <= 64

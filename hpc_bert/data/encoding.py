@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import operator
 import re
 
 import numpy as np
@@ -32,21 +33,67 @@ _ASCII_PUNCT = "".join(chr(c) for c in range(33, 127) if not chr(c).isalnum())
 # read line by line in universal-newline mode, so neither occurs inside a sentence).
 _PIECE = re.compile(r"[^ \n\r%s]+|[\n\r%s]" % ((re.escape(_ASCII_PUNCT),) * 2))
 CACHE_LIMIT = 1 << 18  # distinct pieces kept per process: ~55 MB (215 bytes each, measured)
+_MARKERS = {"\n": (_SENTENCE_END,), "\r": (_DOC_END,)}  # piece -> ids of the two marker pieces
 _RUST_BATCH = 512  # sentences per encode call on the Rust path: bounds memory of Encoding objects
 
 
 class _PieceIds(dict):
-    """piece -> its ids, filled on first use by the Rust tokenizer; at most ``limit`` kept."""
+    """piece -> its code; the ids of code ``c`` are ``tokens[starts[c]:starts[c] + lengths[c]]``.
 
-    def __init__(self, backend, limit: int):
-        super().__init__({"\n": (_SENTENCE_END,), "\r": (_DOC_END,)})
-        self.backend, self.limit = backend, limit
+    ``ids(pieces)`` looks every piece up in one pass (a miss gets the next code and waits), encodes
+    the chunk's misses in one Rust call, then gathers the chunk's ids with numpy: no Python work per
+    token. On text with a long tail of rare words (names, numbers, typos) the misses are most of
+    the cost, so they skip what does not change them: a miss of ASCII letters and digits alone
+    (nearly all of them) goes straight to WordPiece, lowercased if BERT's normaliser lowercases,
+    at half the cost of the full pipeline. Past ``limit`` pieces the cache starts afresh (memory
+    stays bounded; hot pieces come back in the next chunk's one call)."""
 
-    def __missing__(self, piece: str) -> tuple[int, ...]:
-        ids = tuple(self.backend.encode(piece, add_special_tokens=False).ids)
-        if len(self) < self.limit:
-            self[piece] = ids
-        return ids
+    def __init__(self, backend, wordpiece, lowercase: bool, limit: int):
+        super().__init__()
+        self.backend, self.wordpiece, self.lowercase, self.limit = backend, wordpiece, lowercase, limit
+        self._reset()
+
+    def _reset(self) -> None:
+        self.clear()
+        self.update({"\n": 0, "\r": 1})  # the markers: never encoded, they are not text
+        self.tokens = np.array([_SENTENCE_END, _DOC_END], np.int32)
+        self.starts, self.lengths = np.array([0, 1]), np.array([1, 1])
+        self.pending: list[str] = []
+
+    def __missing__(self, piece: str) -> int:
+        self[piece] = code = len(self)
+        self.pending.append(piece)
+        return code
+
+    def ids(self, pieces: list[str]) -> np.ndarray:
+        """The ids of ``pieces``, one after the other."""
+        codes = np.fromiter(map(self.__getitem__, pieces), dtype=np.int64, count=len(pieces))
+        if self.pending:
+            self._encode_pending()
+        starts, lengths = self.starts[codes], self.lengths[codes]
+        ends = np.cumsum(lengths)
+        out = self.tokens[np.repeat(starts - ends + lengths, lengths) + np.arange(ends[-1] if len(ends) else 0)]
+        if len(self) > self.limit:
+            self._reset()
+        return out
+
+    def _encode_pending(self) -> None:
+        pending, first = self.pending, len(self) - len(self.pending)  # codes are given in order
+        self.pending = []
+        plain = list(map(operator.and_, map(str.isascii, pending), map(str.isalnum, pending)))
+        other = list(map(operator.not_, plain))
+        self.starts, self.lengths = np.resize(self.starts, len(self)), np.resize(self.lengths, len(self))
+        for tokenizer, chosen in ((self.wordpiece, plain), (self.backend, other)):
+            pieces = list(itertools.compress(pending, chosen))
+            if not pieces:
+                continue
+            words = [p.lower() for p in pieces] if self.lowercase and tokenizer is self.wordpiece else pieces
+            encoding = tokenizer.encode(words, is_pretokenized=True, add_special_tokens=False)
+            lengths = np.bincount(np.asarray(encoding.word_ids, dtype=np.int64), minlength=len(pieces))
+            codes = first + np.flatnonzero(chosen)
+            self.starts[codes] = len(self.tokens) + np.cumsum(lengths) - lengths
+            self.lengths[codes] = lengths
+            self.tokens = np.concatenate([self.tokens, np.asarray(encoding.ids, dtype=np.int32)])
 
 
 def word_by_word(spec: dict) -> bool:
@@ -67,7 +114,13 @@ class SentenceEncoder:
         spec = json.loads(backend_json)
         added = sorted((t["content"] for t in spec.get("added_tokens", [])), key=len, reverse=True)
         self.added = re.compile("|".join(map(re.escape, added)), re.IGNORECASE) if added else None
-        self.pieces = _PieceIds(self.backend, cache_limit) if word_by_word(spec) else None
+        self.pieces = None
+        if word_by_word(spec):
+            wordpiece = {**spec, "normalizer": None, "pre_tokenizer": {"type": "WhitespaceSplit"},
+                         "post_processor": None, "added_tokens": []}  # a piece never holds an added token's text
+            normalizer = spec.get("normalizer")
+            lowercase = bool(normalizer and normalizer.get("lowercase", True))  # BertNormalizer's default
+            self.pieces = _PieceIds(self.backend, Tokenizer.from_str(json.dumps(wordpiece)), lowercase, cache_limit)
 
     def encode(self, docs: list[list[str]]) -> tuple[np.ndarray, list[list[int]]]:
         """Flat token array of the chunk plus, per document, its sentence boundary offsets
@@ -102,8 +155,7 @@ class SentenceEncoder:
         return np.concatenate(parts)
 
     def _lookup(self, text: str) -> np.ndarray:
-        ids = itertools.chain.from_iterable(map(self.pieces.__getitem__, _PIECE.findall(text)))
-        return np.fromiter(ids, dtype=np.int32)
+        return self.pieces.ids(_PIECE.findall(text))
 
     def _marked(self, ids: list[int]) -> np.ndarray:
         """Rust ids of one sentence, a [SEP] in it a sentence end."""

@@ -68,6 +68,11 @@ class JobFailed(Exception):
         self.line, self.status = line, status
 
 
+class FailedExit(SystemExit):
+    """How a failed job ends: submitit passes a SystemExit through without a traceback, and the
+    sweep's array task tells this one (the member failed) from the exits that requeue."""
+
+
 def after_training(rc: int, allocations: int, max_requeues: int) -> str:
     """What the pretraining job does with the trainer's exit status: DONE (0), REQUEUE
     (EXIT_REQUEUE, while fewer than ``max_requeues`` requeues ran: ``allocations`` - 1), else
@@ -132,7 +137,7 @@ class PretrainJob:
         except JobFailed as failed:
             if failed.line and rank == 0:
                 print(f"hpc_bert: error: {failed.line}", file=sys.stderr, flush=True)
-            sys.exit(failed.status)  # SystemExit passes through submitit without a traceback
+            raise FailedExit(failed.status) from None
         if then == REQUEUE:
             if local:
                 from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE  # the LocalExecutor relaunches on it

@@ -28,7 +28,7 @@ from hpc_bert.errors import UserError, exit_on_user_error
 from hpc_bert.glue.grid import rounds
 from hpc_bert.launch import leaderboard, submit
 from hpc_bert.launch.cancel import cancel_requested
-from hpc_bert.launch.jobs import PretrainJob
+from hpc_bert.launch.jobs import FailedExit, PretrainJob
 from hpc_bert.launch.queue import error_line, record_chain
 from hpc_bert.launch.sweep_cancel import cancel_sweep
 from hpc_bert.launch.sweep_grid import Grid, load, member_table
@@ -172,7 +172,7 @@ class MemberPretrainTask:
     def __call__(self, job: PretrainJob) -> int:
         try:
             return job()
-        except Exception as e:
+        except (Exception, FailedExit) as e:  # a requeue exits otherwise, and is no failure
             if not cancel_requested(job.run_dir):
                 leaderboard.mark_failed(job.run_dir, _error_line(e))
             raise

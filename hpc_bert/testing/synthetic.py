@@ -38,6 +38,30 @@ def synthetic_corpus(num_docs: int = 40, seed: int = 0, min_sentences: int = 3, 
     return docs
 
 
+_SYLLABLES = "ka lo vi dra shen mir tov ul bez quor yan pel ix nos gar thu wen zo".split()
+
+
+def rare_word(rng: random.Random, word: str) -> str:
+    """What makes a real corpus's long tail: a made-up name, a number, or a typo of ``word``."""
+    draw = rng.random()
+    if draw < 0.35:
+        return "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4))).capitalize()
+    if draw < 0.6:
+        return str(rng.randint(0, 10 ** rng.randint(2, 7)))
+    if len(word) > 3:  # two neighbouring letters swapped, or one doubled
+        i = rng.randrange(len(word) - 1)
+        return word[:i] + word[i + 1] + word[i] + word[i + 2:] if rng.random() < 0.5 else word[:i + 1] + word[i:]
+    return "".join(rng.choice("bcdfghjklmnpqrstvwxz") for _ in range(rng.randint(5, 9)))
+
+
+def with_long_tail(line: str, rng: random.Random, every: int = 7) -> str:
+    """``line`` with one word in ``every`` replaced by a rare one (names, numbers, typos)."""
+    words = line.split(" ")
+    for i in range(rng.randrange(every), len(words), every):
+        words[i] = rare_word(rng, words[i])
+    return " ".join(words)
+
+
 def write_random_shard(path: str, num_samples: int, seq_len: int = 16, vocab_size: int = 1000,
                        max_predictions: int = 3, seed: int = 0, abb: bool = False) -> None:
     """A sample shard of random ids. ``abb``: ABB's int32/int8 gzip layout, no attributes;
