@@ -26,7 +26,7 @@ def test_shipped_configs_load():
     assert paper.finetune_values("MNLI")["num_train_epochs"] == 3
     demo = g.load_grid(os.path.join(REPO, "configs", "glue", "demo.yaml"))
     assert demo.tasks == ("SST-2",) and len(demo.learning_rates) == 1 and len(demo.seeds) == 2
-    assert demo.finetune["max_train_samples"] <= 1000
+    assert demo.finetune["max_train_samples"] <= 4000  # the demo's few minutes
 
 
 def test_expansion_order_dirs_and_commands(tmp_path):
