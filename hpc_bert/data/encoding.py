@@ -32,8 +32,7 @@ _ASCII_PUNCT = "".join(chr(c) for c in range(33, 127) if not chr(c).isalnum())
 # A chunk is written as: each sentence followed by "\n", each document by "\r" (text shards are
 # read line by line in universal-newline mode, so neither occurs inside a sentence).
 _PIECE = re.compile(r"[^ \n\r%s]+|[\n\r%s]" % ((re.escape(_ASCII_PUNCT),) * 2))
-CACHE_LIMIT = 1 << 18  # distinct pieces kept per process: ~55 MB (215 bytes each, measured)
-_MARKERS = {"\n": (_SENTENCE_END,), "\r": (_DOC_END,)}  # piece -> ids of the two marker pieces
+CACHE_LIMIT = 1 << 18  # distinct pieces kept per process, then the cache starts afresh
 _RUST_BATCH = 512  # sentences per encode call on the Rust path: bounds memory of Encoding objects
 
 
